@@ -1,0 +1,90 @@
+"""Process-wide settings that keep third-party libraries offline and out of ``$HOME``.
+
+This is the single place in the package that prepares the environment of ultralytics,
+matplotlib and friends. It runs when :mod:`monai_smalldet` is imported, i.e. before any
+module of the package imports ultralytics, so that:
+
+* ``YOLO_OFFLINE=1``: ultralytics' ``is_online()`` answers ``False`` without a DNS lookup;
+* ``YOLO_CONFIG_DIR`` and ``MPLCONFIGDIR`` point under the project cache, not ``~/.config``;
+* a TrueType font (matplotlib's DejaVuSans) is placed where ultralytics looks for
+  ``Arial.ttf``, so ``check_font`` never tries a download;
+* ultralytics' settings are switched to ``sync=False`` (no telemetry) on first import of
+  :mod:`monai_smalldet.networks`, see :func:`configure_ultralytics_settings`.
+
+Values already present in the environment are respected (``setdefault``), so a deployment
+can point the caches elsewhere. The cache directory is ``$MONAI_SMALLDET_CACHE_DIR`` if set,
+else ``<source checkout>/.cache`` when running from a checkout, else
+``<tmp>/monai-smalldet-<uid>``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["cache_dir", "configure_offline", "configure_ultralytics_settings"]
+
+_CONFIGURED = False
+
+
+def cache_dir() -> Path:
+    """Return (and create) the project's cache directory; never inside ``$HOME`` by default."""
+    env = os.environ.get("MONAI_SMALLDET_CACHE_DIR")
+    if env:
+        path = Path(env).expanduser()
+    else:
+        checkout = Path(__file__).resolve().parent.parent
+        if (checkout / "pyproject.toml").is_file() and os.access(checkout, os.W_OK):
+            path = checkout / ".cache"
+        else:
+            path = Path(tempfile.gettempdir()) / f"monai-smalldet-{os.getuid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _place_font(yolo_config_dir: Path) -> None:
+    """Copy matplotlib's DejaVuSans to ``<YOLO_CONFIG_DIR>/Ultralytics/Arial.ttf`` if absent."""
+    target = yolo_config_dir / "Ultralytics" / "Arial.ttf"
+    if target.exists():
+        return
+    try:
+        import matplotlib
+    except ImportError:  # pragma: no cover - matplotlib is a hard dependency
+        return
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    if not source.is_file():  # pragma: no cover - part of every matplotlib wheel
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def configure_offline() -> Path:
+    """Set the offline/cache environment once per process; return the cache directory."""
+    global _CONFIGURED
+    root = cache_dir()
+    if _CONFIGURED:
+        return root
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(root / "ultralytics"))
+    os.environ.setdefault("MPLCONFIGDIR", str(root / "matplotlib"))
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(root / "numba"))
+    os.environ.setdefault("TORCH_HOME", str(root / "torch"))
+    for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR"):
+        Path(os.environ[key]).mkdir(parents=True, exist_ok=True)
+    _place_font(Path(os.environ["YOLO_CONFIG_DIR"]))
+    _CONFIGURED = True
+    return root
+
+
+def configure_ultralytics_settings() -> None:
+    """Turn ultralytics' telemetry off (``sync=False``); call right after importing it."""
+    configure_offline()
+    from ultralytics.utils import SETTINGS
+
+    if SETTINGS.get("sync", True):
+        SETTINGS.update(sync=False)
