@@ -1,0 +1,103 @@
+"""Pictures for people: a contact sheet of a dataset with its ground-truth boxes.
+
+Boxes are ``(x1, y1, x2, y2)`` pixels with x = column, as everywhere in the project.
+Matplotlib runs on the non-interactive Agg backend and writes atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["preview_sheet", "thumbnail"]
+
+
+def thumbnail(image: np.ndarray, max_side: int = 512) -> tuple[np.ndarray, float]:
+    """Area-downsample a (H, W) image so its longer side is at most ``max_side``.
+
+    Returns:
+        the thumbnail and the factor (thumbnail pixels per image pixel).
+    """
+    import cv2
+
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D (H, W) image, got shape {tuple(image.shape)}.")
+    factor = min(1.0, max_side / max(image.shape))
+    if factor >= 1.0:
+        return image, 1.0
+    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+    small = cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    return small, size[0] / image.shape[1]
+
+
+def preview_sheet(
+    items: Sequence[dict[str, Any]],
+    out_png: str | os.PathLike[str],
+    *,
+    columns: int = 4,
+    max_side: int = 512,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG contact sheet of datalist ``items`` with malignant (red) and benign (yellow) boxes.
+
+    Args:
+        items: datalist entries with an absolute ``image`` path and ``box``; ``benign_box``,
+            ``lesion_type``, ``lesion_size_mm``, ``laterality`` and ``view`` are used when present.
+        out_png: output path.
+        columns: thumbnails per row.
+        max_side: thumbnail size in pixels.
+        title: figure title.
+
+    Returns:
+        ``out_png`` as a :class:`~pathlib.Path`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .data.dicom import read_mammogram
+
+    if not items:
+        raise ValueError("preview_sheet needs at least one datalist item.")
+    rows = math.ceil(len(items) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, items, strict=False):
+        image, meta = read_mammogram(item["image"])
+        small, f = thumbnail(image, max_side)
+        ax.imshow(small, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        for key, colour, style in (("box", "red", "-"), ("benign_box", "yellow", "--")):
+            for x1, y1, x2, y2 in item.get(key, []):
+                pad = 4 / f  # draw just outside the lesion so it stays visible
+                ax.add_patch(
+                    Rectangle(
+                        ((x1 - pad) * f, (y1 - pad) * f),
+                        (x2 - x1 + 2 * pad) * f,
+                        (y2 - y1 + 2 * pad) * f,
+                        fill=False,
+                        edgecolor=colour,
+                        linestyle=style,
+                        linewidth=1.0,
+                    )
+                )
+        found = ", ".join(
+            f"{t.split('_')[0]} {s:.0f}mm" for t, s in zip(item.get("lesion_type", []), item.get("lesion_size_mm", []), strict=False)
+        )
+        ax.set_title(f"{meta.laterality or '?'} {meta.view or '?'}: {found or 'normal'}", fontsize=7)
+    fig.suptitle(title or "Synthetic mammograms (not patient data): red = malignant, yellow = benign", fontsize=9)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
