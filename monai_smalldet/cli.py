@@ -64,7 +64,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     datalist = out / "data" / "datalist.json"
     if not datalist.is_file():
         generate_dataset(
-            out / "data", n_train=16, n_val=4, n_test=8, seed=args.seed, scale=args.scale, workers=args.workers
+            out / "data",
+            n_train=16,
+            n_val=4,
+            n_test=8,
+            seed=args.seed,
+            scale=args.scale,
+            workers=args.workers,
         )
     items = load_datalist(datalist, "training")[:8] + load_datalist(datalist, "test")[:4]
     sheet = preview_sheet(items, out / "preview.png")
@@ -83,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-val", type=_positive_int, default=0, help="validation images")
     p.add_argument("--n-test", type=_positive_int, default=0, help="test images")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (same seed, same pixels)")
-    p.add_argument("--scale", type=float, default=1.0, help="1.0 = 3328x4096 at 70 um; 0.25 = 832x1024 at 280 um")
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="1.0 = 3328x4096 at 70 um; 0.25 = 832x1024 at 280 um"
+    )
     p.add_argument("--small-only", action="store_true", help="all malignant findings < 10 mm")
     p.add_argument("--png", action="store_true", help="also write 16-bit PNGs")
     p.add_argument("--workers", type=int, default=1, help="processes")
@@ -110,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monai-smalldet`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     return int(args.func(args))
 
 

@@ -74,6 +74,7 @@ def configure_offline() -> Path:
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("NUMBA_CACHE_DIR", str(root / "numba"))
     os.environ.setdefault("TORCH_HOME", str(root / "torch"))
+    os.environ.setdefault("CUPY_CACHE_DIR", str(root / "cupy"))  # imported by monai.deploy via holoscan
     for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR"):
         Path(os.environ[key]).mkdir(parents=True, exist_ok=True)
     _place_font(Path(os.environ["YOLO_CONFIG_DIR"]))

@@ -89,10 +89,13 @@ def preview_sheet(
                     )
                 )
         found = ", ".join(
-            f"{t.split('_')[0]} {s:.0f}mm" for t, s in zip(item.get("lesion_type", []), item.get("lesion_size_mm", []), strict=False)
+            f"{t.split('_')[0]} {s:.0f}mm"
+            for t, s in zip(item.get("lesion_type", []), item.get("lesion_size_mm", []), strict=False)
         )
         ax.set_title(f"{meta.laterality or '?'} {meta.view or '?'}: {found or 'normal'}", fontsize=7)
-    fig.suptitle(title or "Synthetic mammograms (not patient data): red = malignant, yellow = benign", fontsize=9)
+    fig.suptitle(
+        title or "Synthetic mammograms (not patient data): red = malignant, yellow = benign", fontsize=9
+    )
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -286,6 +286,13 @@ class _Outline:
         return rho0 / wobble, np.sqrt(dx * dx + dy * dy)
 
 
+def _child(seed: int | np.random.SeedSequence, k: int) -> np.random.SeedSequence:
+    """The k-th independent stream of ``seed``, derived without mutating a given SeedSequence."""
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(entropy=seed.entropy, spawn_key=(*seed.spawn_key, k))
+    return np.random.SeedSequence(entropy=int(seed), spawn_key=(k,))
+
+
 def _upsample(coarse: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling by an integer ``factor`` with cell centres aligned, cropped to ``shape``."""
     coarse = np.ascontiguousarray(coarse, dtype=np.float32)
@@ -313,6 +320,10 @@ def _draw_outline(rng: np.random.Generator, view: str, size_mm: tuple[float, flo
         center = (0.0, height_mm * rng.uniform(0.42, 0.55))
         axes = (width_mm * rng.uniform(0.55, 0.9), height_mm * rng.uniform(0.45, 0.6))
         tilt = math.radians(rng.uniform(10, 28))
+        # the axillary tail reaches the top edge along the chest wall (solve rho(0, 0) = 0.9)
+        sin_t, cos_t = math.sin(tilt), math.cos(tilt)
+        along = min(center[1] * sin_t / axes[0], 0.8)
+        axes = (axes[0], max(axes[1], center[1] * cos_t / math.sqrt(0.81 - along**2)))
     return _Outline(center, axes, tilt, harmonics)
 
 
@@ -343,7 +354,7 @@ def _mass_patch(
     # projected sphere thickness with a soft (ill-defined) or sharp (benign) margin
     ratio = r / boundary
     body = np.sqrt(np.clip(1.0 - ratio * ratio, 0.0, 1.0))
-    edge = 1.0 / (1.0 + np.exp((r - boundary) / np.float32(max(margin_mm, 0.05))))
+    edge = expit((boundary - r) / np.float32(max(margin_mm, 0.05)))
     patch = np.float32(contrast) * np.maximum(body, 0.35 * edge)
     for length in spicule_len:
         angle = rng.uniform(0, 2 * math.pi)
@@ -428,6 +439,7 @@ def generate_mammogram(
     laterality: str = "L",
     config: SynthConfig | None = None,
     n_lesions: int | None = None,
+    render_findings: bool = True,
 ) -> SyntheticMammogram:
     """Generate one synthetic FFDM image with its ground truth (see the module docstring).
 
@@ -438,6 +450,8 @@ def generate_mammogram(
         laterality: ``"L"`` (chest wall at column 0) or ``"R"`` (chest wall at the last column).
         config: generator parameters; defaults to :class:`SynthConfig`.
         n_lesions: force this many malignant findings (``None``: drawn from ``config``).
+        render_findings: ``False`` plans the findings (same random draws, same ground truth)
+            but draws none of them: the image of the same seed without its lesions.
 
     Returns:
         a :class:`SyntheticMammogram`.
@@ -455,7 +469,11 @@ def generate_mammogram(
         raise ValueError(f"view must be 'CC' or 'MLO', got {view!r}.")
     if laterality not in ("L", "R"):
         raise ValueError(f"laterality must be 'L' or 'R', got {laterality!r}.")
-    rng = np.random.default_rng(seed)
+    # independent streams, so the scene (outline, findings) does not depend on the image size
+    rng_shape, rng_texture, rng_findings, rng_detector = (
+        np.random.default_rng(_child(seed, k)) for k in range(4)
+    )
+    rng = rng_shape
     rows, cols = cfg.shape_px
     sp = cfg.spacing_mm
     size_mm = (rows * sp, cols * sp)
@@ -491,9 +509,9 @@ def generate_mammogram(
     thickness *= mask
     muscle = (muscle_w > 0.5) & mask
 
-    beta = float(np.clip(rng.normal(3.17, 0.23) if view == "CC" else rng.normal(3.30, 0.24), 2.7, 3.8))
+    beta = float(np.clip(rng.normal(3.17, 0.23) if view == "CC" else rng.normal(3.30, 0.24), 2.6, 3.7))
     density = float(rng.beta(1.6, 2.2))
-    texture = power_law_noise((rows, cols), sp, beta, rng)
+    texture = power_law_noise((rows, cols), sp, beta, rng_texture)
     # tissue = 0.35 + 0.5 * glandular fraction, built in place on the texture buffer
     tissue = texture
     if view == "MLO":  # the pectoral muscle: dense, with its own faint texture
@@ -525,7 +543,7 @@ def generate_mammogram(
         )
         r_pts, d_pts = outline.rho(pts_x, pts_y)
         skin = d_pts * (1.0 / np.maximum(r_pts, 1e-3) - 1.0)
-        if (r_pts >= 0.9).any() or (skin < radius + 3.0).any():
+        if (r_pts >= 0.95).any() or (skin < 2.0).any():
             return False
         if (
             (pts_x <= 1.0).any()
@@ -543,12 +561,14 @@ def generate_mammogram(
 
     # -- findings --------------------------------------------------------------------------
     if n_lesions is None:
-        n_lesions = 0 if rng.uniform() < cfg.p_normal else int(rng.integers(1, cfg.max_lesions + 1))
+        n_lesions = (
+            0 if rng_findings.uniform() < cfg.p_normal else int(rng_findings.integers(1, cfg.max_lesions + 1))
+        )
     plan: list[tuple[str, bool]] = []
     weights = np.asarray(cfg.type_weights, dtype=float) / sum(cfg.type_weights)
     for _ in range(n_lesions):
-        plan.append((str(rng.choice(MALIGNANT_TYPES, p=weights)), True))
-    n_benign = int(rng.uniform() < cfg.p_benign) + int(rng.uniform() < cfg.p_benign / 2)
+        plan.append((str(rng_findings.choice(MALIGNANT_TYPES, p=weights)), True))
+    n_benign = int(rng_findings.uniform() < cfg.p_benign) + int(rng_findings.uniform() < cfg.p_benign / 2)
     plan += [("benign_mass", False)] * n_benign
 
     lesions: list[Lesion] = []
@@ -562,12 +582,13 @@ def generate_mammogram(
             lo, hi = cfg.benign_diameter_mm
         if malignant and cfg.small_only:
             hi = min(hi, 9.99)
-        size = _log_uniform(rng, lo, hi)
+        size = _log_uniform(rng_findings, lo, hi)
         reach = size / 2 * (2.6 if kind == "spiculated_mass" else 1.2) + 2.0
         for _attempt in range(200):
-            cx = rng.uniform(0.02, 0.95) * size_mm[1]
-            cy = rng.uniform(0.02, 0.98) * size_mm[0]
-            if inside(cx, cy, size / 2 + 1.0) and all(
+            cx = rng_findings.uniform(0.02, 0.95) * size_mm[1]
+            cy = rng_findings.uniform(0.02, 0.98) * size_mm[0]
+            # the whole box (corners at sqrt(2) x the radius) must lie in the breast
+            if inside(cx, cy, (size / 2 + 1.0) * math.sqrt(2)) and all(
                 math.hypot(cx - ox, cy - oy) > reach + orr for ox, oy, orr in occupied
             ):
                 break
@@ -577,22 +598,23 @@ def generate_mammogram(
         local_t = float(thickness[min(int(cy / sp), rows - 1), min(int(cx / sp), cols - 1)])
         cpx, cpy = cx / sp, cy / sp
         if kind == "calcification_cluster":
-            box_px = _add_specks(attenuation, (cpx, cpy), _cluster_specks(rng, size), sp)
+            target = attenuation if render_findings else np.zeros_like(attenuation)
+            box_px = _add_specks(target, (cpx, cpy), _cluster_specks(rng_findings, size), sp)
             box = tuple(v * sp for v in box_px)
             extent = max(box[2] - box[0], box[3] - box[1])
             lesions.append(Lesion(kind, (cx, cy), float(extent), box, True))  # type: ignore[arg-type]
             continue
-        contrast = rng.uniform(*cfg.mass_contrast) * local_t
-        patch, core = _mass_patch(rng, kind, size / 2, sp, contrast)
+        contrast = rng_findings.uniform(*cfg.mass_contrast) * local_t
+        patch, core = _mass_patch(rng_findings, kind, size / 2, sp, contrast)
         half = patch.shape[0] // 2
         ic, jc = int(round(cpy - 0.5)), int(round(cpx - 0.5))
         r0, c0 = ic - half, jc - half
         pr0, pc0 = max(0, -r0), max(0, -c0)
         r0c, c0c = max(r0, 0), max(c0, 0)
         r1c, c1c = min(r0 + patch.shape[0], rows), min(c0 + patch.shape[1], cols)
-        attenuation[r0c:r1c, c0c:c1c] += (
-            patch[pr0 : pr0 + r1c - r0c, pc0 : pc0 + c1c - c0c] * mask[r0c:r1c, c0c:c1c]
-        )
+        if render_findings:
+            window = patch[pr0 : pr0 + r1c - r0c, pc0 : pc0 + c1c - c0c]
+            attenuation[r0c:r1c, c0c:c1c] += window * mask[r0c:r1c, c0c:c1c]
         # the patch centre sits on pixel (ic, jc): its centre in mm is ((jc + .5) sp, (ic + .5) sp)
         mx, my = (jc + 0.5) * sp, (ic + 0.5) * sp
         lesions.append(
@@ -602,10 +624,10 @@ def generate_mammogram(
     # -- detector ---------------------------------------------------------------------------
     quantum_sigma = 0.006 * (FULL_SPACING_MM / sp)
     signal = np.float32(0.03) + np.float32(0.9) * attenuation
-    signal += np.float32(quantum_sigma) * rng.standard_normal((rows, cols), dtype=np.float32)
+    signal += np.float32(quantum_sigma) * rng_detector.standard_normal((rows, cols), dtype=np.float32)
     max_value = 2**cfg.bits_stored - 1
     marker_box = None
-    if rng.uniform() < cfg.p_marker:
+    if rng_detector.uniform() < cfg.p_marker:
         marker_box = _draw_marker(signal, mask, sp, chest_left=True, value=0.97)
     image = np.clip(np.rint(signal * max_value), 0, max_value).astype(np.uint16)
     del signal, attenuation
@@ -666,7 +688,7 @@ def _make_item(job: _ImageJob) -> dict[str, Any]:
     study, slot = divmod(job.index, len(VIEW_SLOTS))
     laterality, view = VIEW_SLOTS[slot]
     seq = _image_entropy(job.seed, job.split, job.index)
-    rng_meta = np.random.default_rng(seq.spawn(1)[0])
+    rng_meta = np.random.default_rng(_child(seq, 99))
     m = generate_mammogram(seq, view=view, laterality=laterality, config=job.config)
     max_value = 2**m.bits_stored - 1
     photometric = "MONOCHROME1" if rng_meta.uniform() < job.config.p_monochrome1 else "MONOCHROME2"
