@@ -1,0 +1,84 @@
+"""MONAI array and dictionary transforms for mammograms.
+
+Images are channel-first ``(C, H, W)``; boxes are ``(x1, y1, x2, y2)`` pixels with x = column.
+Every geometric step records what it did in a :class:`FrameRecord`; one function,
+:func:`tile_boxes_to_original`, maps boxes of any tile or scale back to original pixels.
+See ``docs/transforms.md`` for a pipeline.
+"""
+
+from __future__ import annotations
+
+from .augment import (
+    BoxesToSpatialOrderd,
+    FlipBoxXYd,
+    RandFlipBoxXYd,
+    RandRotateBox90XYd,
+    RandZoomBoxXYd,
+    RotateBox90XYd,
+    ZoomBoxXYd,
+)
+from .crop import CropBreast, CropBreastd, otsu_threshold
+from .frames import (
+    FrameRecord,
+    from_spatial_order,
+    map_boxes,
+    original_boxes_to_frame,
+    tile_boxes_to_original,
+    to_spatial_order,
+)
+from .geometry import FrameStepd
+from .io import LoadMammogram, LoadMammogramd
+from .laterality import NormalizeLaterality, NormalizeLateralityd, estimate_laterality, parse_laterality
+from .pyramid import (
+    DEFAULT_SCALES,
+    DegradeResolution,
+    DegradeResolutiond,
+    ResampleToSpacing,
+    ResampleToSpacingd,
+    ScaleLevel,
+    ScalePyramid,
+    ScalePyramidd,
+    pyramid_key,
+)
+from .tiling import RandTileSamplerd, SystematicTile, SystematicTiled, Tile, TileGrid, clip_boxes_to_tile
+
+__all__ = [
+    "DEFAULT_SCALES",
+    "BoxesToSpatialOrderd",
+    "CropBreast",
+    "CropBreastd",
+    "DegradeResolution",
+    "DegradeResolutiond",
+    "FlipBoxXYd",
+    "FrameRecord",
+    "FrameStepd",
+    "LoadMammogram",
+    "LoadMammogramd",
+    "NormalizeLaterality",
+    "NormalizeLateralityd",
+    "RandFlipBoxXYd",
+    "RandRotateBox90XYd",
+    "RandTileSamplerd",
+    "RandZoomBoxXYd",
+    "ResampleToSpacing",
+    "ResampleToSpacingd",
+    "RotateBox90XYd",
+    "ScaleLevel",
+    "ScalePyramid",
+    "ScalePyramidd",
+    "SystematicTile",
+    "SystematicTiled",
+    "Tile",
+    "TileGrid",
+    "ZoomBoxXYd",
+    "clip_boxes_to_tile",
+    "estimate_laterality",
+    "from_spatial_order",
+    "map_boxes",
+    "original_boxes_to_frame",
+    "otsu_threshold",
+    "parse_laterality",
+    "pyramid_key",
+    "tile_boxes_to_original",
+    "to_spatial_order",
+]

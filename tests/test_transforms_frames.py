@@ -1,0 +1,106 @@
+"""FrameRecord algebra, the one box-mapping function and the MONAI axis-order helper.
+
+Boxes are (x1, y1, x2, y2) with x = column, continuous pixel coordinates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.apps.detection.transforms.box_ops import apply_affine_to_boxes
+from monai.data import list_data_collate
+from torch.utils.data import default_collate
+
+from monai_smalldet.transforms.frames import (
+    FrameRecord,
+    from_spatial_order,
+    map_boxes,
+    original_boxes_to_frame,
+    tile_boxes_to_original,
+    to_spatial_order,
+)
+
+BOX = np.array([[10.0, 20.0, 30.0, 60.0]])
+
+# (record, expected mapping of BOX): hand-worked
+CASES = [
+    (FrameRecord.identity(100, 80), [[10, 20, 30, 60]]),
+    (FrameRecord.translation(5, 7), [[15, 27, 35, 67]]),
+    (FrameRecord.scaling(2.0, 4.0), [[20, 80, 60, 240]]),
+    (FrameRecord.flip_x(100), [[70, 20, 90, 60]]),  # x -> 100 - x, corners re-ordered
+    (FrameRecord.flip_x(100).compose(FrameRecord.translation(5, 7)), [[65, 27, 85, 67]]),
+    (FrameRecord.translation(5, 7).compose(FrameRecord.scaling(2, 2)), [[25, 47, 65, 127]]),
+]
+
+
+@pytest.mark.parametrize("record, expected", CASES)
+def test_map_boxes_hand_worked(record: FrameRecord, expected: list) -> None:
+    np.testing.assert_allclose(map_boxes(BOX, record), expected)
+    # torch in, torch out, same dtype
+    out = map_boxes(torch.as_tensor(BOX, dtype=torch.float32), record)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("record, expected", CASES)
+def test_map_boxes_equals_monai_affine_in_spatial_order(record: FrameRecord, expected: list) -> None:
+    """map_boxes is MONAI's apply_affine_to_boxes once the boxes are in MONAI's (row, col) order."""
+    monai_out = from_spatial_order(apply_affine_to_boxes(to_spatial_order(BOX), record.spatial_affine()))
+    np.testing.assert_allclose(map_boxes(BOX, record), monai_out, rtol=1e-6)
+
+
+def test_compose_and_inverse_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    chain = FrameRecord.identity(4096, 3328)
+    for step in (
+        FrameRecord.flip_x(3328),
+        FrameRecord.scaling(4.0, 4.0),
+        FrameRecord.translation(17, 33),
+        FrameRecord.scaling(2.0, 2.0),
+        FrameRecord.translation(922, 0),
+    ):
+        chain = chain.compose(step)
+    boxes = np.sort(rng.uniform(0, 200, size=(20, 4)), axis=1)[:, [0, 2, 1, 3]]
+    back = original_boxes_to_frame(map_boxes(boxes, chain), chain)
+    np.testing.assert_allclose(back, boxes, atol=1e-9)
+    np.testing.assert_allclose(chain.matrix() @ chain.inverse().matrix(), np.eye(3), atol=1e-12)
+    assert chain.flipped_x and chain.height_px == 4096 and chain.width_px == 3328
+
+
+def test_to_spatial_order_swaps_and_is_its_own_inverse() -> None:
+    np.testing.assert_array_equal(to_spatial_order(np.array([[1.0, 2.0, 3.0, 4.0]])), [[2.0, 1.0, 4.0, 3.0]])
+    t = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert torch.equal(from_spatial_order(to_spatial_order(t)), t)
+    with pytest.raises(ValueError, match=r"\(N, 4\).*\(4,\)"):
+        to_spatial_order(np.zeros(4))
+
+
+def test_tile_boxes_to_original_clips_to_original_image() -> None:
+    record = FrameRecord.identity(100, 80).compose(FrameRecord.translation(60, 90))
+    out = tile_boxes_to_original(np.array([[0.0, 0.0, 40.0, 40.0]]), record)
+    np.testing.assert_allclose(out, [[60, 90, 80, 100]])
+    np.testing.assert_allclose(
+        tile_boxes_to_original(np.array([[0.0, 0.0, 40.0, 40.0]]), record, clip=False), [[60, 90, 100, 130]]
+    )
+    assert tile_boxes_to_original(np.zeros((0, 4)), record).shape == (0, 4)
+
+
+def test_bad_boxes_raise() -> None:
+    with pytest.raises(ValueError, match=r"shape \(3, 3\)"):
+        map_boxes(np.zeros((3, 3)), FrameRecord())
+    with pytest.raises(ValueError, match="NaN"):
+        map_boxes(np.array([[0.0, np.nan, 1.0, 1.0]]), FrameRecord())
+    with pytest.raises(ValueError, match="4 or 6 numbers"):
+        FrameRecord.from_any([1.0, 2.0])
+
+
+@pytest.mark.parametrize("collate", [default_collate, list_data_collate])
+def test_record_is_batched_by_dataloader_collate_and_unbatched(collate) -> None:
+    records = [FrameRecord.identity(10, 20).compose(FrameRecord.translation(i, 2 * i)) for i in range(3)]
+    batch = collate([{"frame": r} for r in records])["frame"]
+    assert isinstance(batch, FrameRecord) and tuple(batch.offset_x.shape) == (3,)
+    assert batch.unbatch() == records
+    # a batch of one is read directly
+    one = collate([{"frame": records[1]}])["frame"]
+    assert FrameRecord.from_any(one) == records[1]
