@@ -1,0 +1,838 @@
+"""Box-based free-response ROC (FROC) for lesion detection on mammograms.
+
+The evaluation protocol is the one of Rangarajan et al., *Ultra-high resolution,
+multi-scale, context-aware approach for detection of small cancers on mammography*
+(Sci Rep 2022), made explicit:
+
+* **Hit.** A prediction hits a lesion when the centre of the predicted box lies inside
+  the lesion's ground-truth box. The box is *closed*: a centre exactly on the border is a
+  hit. MONAI's :func:`monai.data.box_utils.centers_in_boxes` tests ``min distance to the
+  border > eps`` (strict, with ``eps=0.01`` px by default, so the border and a 0.01 px band
+  inside it do not count); it is called here with ``eps=-BORDER_TOLERANCE_PX``, i.e. a centre
+  on the border, or outside it by no more than float rounding (1e-6 px), is inside.
+  A prediction whose centre lies in two overlapping lesions hits both.
+* **One lesion counts once.** A lesion's score is the maximum score of the predictions
+  hitting it; at a threshold ``t`` the lesion is detected when that score is ``>= t``.
+  Further hits on a lesion that is already hit are neither true nor false positives.
+* **False positive.** A prediction whose centre lies inside no lesion of its image.
+* **Denominators.** Sensitivity = detected lesions / all lesions; FPI = false positives /
+  all images, images without lesions included.
+* **Sweep.** The operating points are all distinct prediction scores (not a fixed grid),
+  from the highest to the lowest, plus the origin ``(0, 0)`` (threshold ``+inf``). All
+  predictions sharing a score enter together (``score >= threshold``), so ties never split.
+
+Reading the curve at a false-positive rate ``f``:
+
+* ``"interpolate"`` (the headline value, also used for the CPM): linear in FPI between the
+  two consecutive operating points around ``f`` -- the value read off the plotted curve.
+  On a vertical segment (several points at FPI ``f``) the top is taken; beyond the last
+  operating point the last sensitivity is kept (as ``numpy.interp`` in LUNA16 / MONAI).
+* ``"step"`` (conservative): the largest sensitivity of an operating point whose FPI does
+  not exceed ``f`` -- an operating point a threshold can actually reach within the budget.
+* ``"first_at_or_beyond"``: the sensitivity of the first operating point (from the highest
+  threshold down) whose FPI is ``>= f``. This is what the paper's evaluation script
+  reported; it is optimistic, because that operating point usually already spends more
+  than ``f`` false positives per image. It is provided only to compare with the paper.
+
+CPM (competition performance metric, LUNA16 convention): the mean of the interpolated
+sensitivities at 1/8, 1/4, 1/2, 1, 2, 4 and 8 FPI.
+
+MONAI's :func:`monai.metrics.compute_froc_curve_data` is not reused for the sweep: its
+threshold loop starts at the *second* lowest score (``all_probs[1:]``), because its
+CAMELYON input marks missed lesions with probability 0 and the lowest "score" must not
+count them as hits. Here missed lesions carry no score, and the lowest prediction score is a
+genuine operating point (the one keeping every prediction), which that loop would drop;
+the loop is also O(thresholds x predictions), too slow for a bootstrap. Nor is
+:func:`monai.metrics.compute_froc_score` reused: it is ``numpy.interp`` over the reversed
+curve, and ``numpy.interp`` is only defined for strictly increasing FPIs, whereas an FROC
+curve has repeated FPIs (vertical segments) wherever only true positives enter. The sweep
+below counts with ``searchsorted`` and reads the curve with the rule stated above; on curves
+with strictly increasing FPIs its CPM equals ``compute_froc_score`` (tested).
+
+Bootstrap confidence intervals resample *images* with replacement (a lesion and the false
+positives of its image stay together), seeded by ``numpy.random.default_rng(seed)``; the
+interval is the percentile interval of the resampled statistic.
+
+Stratification (by lesion size, by lesion type): the sensitivity of a stratum counts only
+that stratum's lesions; the false positives remain those of all images, and predictions
+hitting a lesion of another stratum are neither TP nor FP. This is standard practice for
+per-size FROC (the FPI axis is the reader's false-alarm budget, whatever the lesion).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from monai.config import NdarrayOrTensor
+from monai.data.box_utils import box_centers, centers_in_boxes
+from monai.utils import convert_to_numpy
+
+__all__ = [
+    "BORDER_TOLERANCE_PX",
+    "CPM_FPIS",
+    "DEFAULT_FPIS",
+    "FROCBootstrap",
+    "FROCResult",
+    "ImageMatch",
+    "UndefinedSensitivityWarning",
+    "froc",
+    "froc_from_matches",
+    "froc_table",
+    "match_image",
+    "match_images",
+    "sensitivity_at_fpi",
+]
+
+#: False positives per image at which sensitivity is reported by default.
+DEFAULT_FPIS: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+#: False positives per image averaged by the CPM (LUNA16 convention).
+CPM_FPIS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: A centre at most this far outside a ground-truth box (px) still counts as inside it.
+BORDER_TOLERANCE_PX = 1e-6
+
+SensitivityMode = Literal["interpolate", "step", "first_at_or_beyond"]
+_MODES = ("interpolate", "step", "first_at_or_beyond")
+
+# resamples generated and evaluated together; fixed so that the random stream, hence the
+# interval, does not depend on the data size
+_BOOTSTRAP_BLOCK = 50
+
+
+class UndefinedSensitivityWarning(RuntimeWarning):
+    """Sensitivity was asked for over a set without lesions: it is NaN."""
+
+
+# --------------------------------------------------------------------------- matching
+
+
+@dataclass(frozen=True)
+class ImageMatch:
+    """Predictions of one image matched against its lesions.
+
+    Attributes:
+        lesion_scores: (M,) for each lesion the maximum score of the predictions hitting it,
+            NaN when no prediction hits it.
+        fp_scores: (K,) scores of the predictions whose centre lies inside no lesion.
+        pred_scores: (N,) scores of all predictions (the thresholds of the sweep).
+        lesion_sizes_mm: (M,) lesion sizes in mm, NaN where unknown.
+        lesion_types: (M,) lesion types, ``None`` where unknown.
+    """
+
+    lesion_scores: np.ndarray
+    fp_scores: np.ndarray
+    pred_scores: np.ndarray
+    lesion_sizes_mm: np.ndarray
+    lesion_types: tuple[str | None, ...]
+
+    @property
+    def num_lesions(self) -> int:
+        return int(self.lesion_scores.shape[0])
+
+
+def _boxes(x: Any, name: str) -> np.ndarray:
+    """(N, 4) float64 boxes ``(x1, y1, x2, y2)`` from None, a list, an array or a tensor."""
+    if x is None:
+        return np.zeros((0, 4))
+    arr = np.asarray(convert_to_numpy(x, dtype=np.float64, wrap_sequence=True), dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 4))
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (N, 4) as (x1, y1, x2, y2), got {arr.shape}.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite.")
+    if np.any(arr[:, 2] < arr[:, 0]) or np.any(arr[:, 3] < arr[:, 1]):
+        raise ValueError(f"{name} must satisfy x2 >= x1 and y2 >= y1 (StandardMode xyxy).")
+    return arr
+
+
+def _vector(x: Any, n: int, name: str) -> np.ndarray:
+    """(n,) float64 vector; None -> all NaN; None entries -> NaN."""
+    if x is None:
+        return np.full(n, np.nan)
+    if isinstance(x, (list, tuple)):
+        x = [np.nan if v is None else v for v in x]
+    arr = np.asarray(convert_to_numpy(x, dtype=np.float64, wrap_sequence=True), dtype=np.float64).reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}.")
+    return arr
+
+
+def _spacing(spacing: Any) -> tuple[float, float] | None:
+    """``(row, column)`` pixel spacing in mm from a scalar or a pair (DICOM order)."""
+    if spacing is None:
+        return None
+    arr = np.asarray(convert_to_numpy(spacing, wrap_sequence=True), dtype=np.float64).reshape(-1)
+    if arr.shape[0] == 1:
+        return float(arr[0]), float(arr[0])
+    if arr.shape[0] != 2:
+        raise ValueError(f"pixel spacing must be a scalar or (row_mm, column_mm), got shape {arr.shape}.")
+    return float(arr[0]), float(arr[1])
+
+
+def match_image(
+    pred_boxes: NdarrayOrTensor | None,
+    pred_scores: NdarrayOrTensor | None,
+    gt_boxes: NdarrayOrTensor | None,
+    *,
+    lesion_sizes_mm: NdarrayOrTensor | Sequence[float | None] | None = None,
+    lesion_types: str | Sequence[str | None] | None = None,
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+) -> ImageMatch:
+    """Match the predictions of one image against its lesions (box-centre hit rule).
+
+    Args:
+        pred_boxes: (N, 4) predicted boxes ``(x1, y1, x2, y2)`` in pixels, x = column,
+            y = row (MONAI ``StandardMode``); numpy or torch.
+        pred_scores: (N,) prediction scores (any real, not NaN).
+        gt_boxes: (M, 4) lesion boxes, same convention.
+        lesion_sizes_mm: (M,) lesion sizes in mm (None/NaN entries: unknown).
+        lesion_types: (M,) lesion types, or one type for all lesions of the image.
+        pixel_spacing_mm: used only where a size is unknown: the size is then the longer
+            side of the lesion box in mm; a scalar or ``(row_mm, column_mm)`` (DICOM
+            ``PixelSpacing`` / ``ImagerPixelSpacing`` order).
+
+    Returns:
+        the :class:`ImageMatch`.
+
+    Example:
+        >>> m = match_image([[0, 0, 4, 4], [10, 10, 12, 12]], [0.9, 0.4], [[1, 1, 3, 3]])
+        >>> m.lesion_scores.tolist(), m.fp_scores.tolist()
+        ([0.9], [0.4])
+    """
+    pb = _boxes(pred_boxes, "pred_boxes")
+    gb = _boxes(gt_boxes, "gt_boxes")
+    n, m = pb.shape[0], gb.shape[0]
+    if pred_scores is None and n:
+        raise ValueError(f"pred_scores are missing for {n} predicted boxes.")
+    ps = _vector(pred_scores, n, "pred_scores") if n or pred_scores is not None else np.zeros(0)
+    if np.any(np.isnan(ps)):
+        raise ValueError("pred_scores must not be NaN.")
+
+    if n and m:
+        # all (prediction, lesion) pairs: centers_in_boxes compares row i with row i
+        centers = np.repeat(np.asarray(box_centers(pb)), m, axis=0)
+        boxes = np.tile(gb, (n, 1))
+        hit = np.asarray(centers_in_boxes(centers, boxes, eps=-BORDER_TOLERANCE_PX)).reshape(n, m)
+    else:
+        hit = np.zeros((n, m), dtype=bool)
+    lesion_scores = np.where(hit, ps[:, None], -np.inf).max(axis=0, initial=-np.inf)
+    lesion_scores[~hit.any(axis=0)] = np.nan
+    fp_scores = ps[~hit.any(axis=1)]
+
+    sizes = _vector(lesion_sizes_mm, m, "lesion_sizes_mm")
+    spacing = _spacing(pixel_spacing_mm)
+    unknown = np.isnan(sizes)
+    if spacing is not None and unknown.any():
+        row_mm, col_mm = spacing
+        long_side = np.maximum((gb[:, 2] - gb[:, 0]) * col_mm, (gb[:, 3] - gb[:, 1]) * row_mm)
+        sizes = np.where(unknown, long_side, sizes)
+
+    if lesion_types is None or isinstance(lesion_types, str):
+        types: tuple[str | None, ...] = (lesion_types,) * m
+    else:
+        types = tuple(None if t is None else str(t) for t in lesion_types)
+        if len(types) != m:
+            raise ValueError(f"lesion_types must have length {m}, got {len(types)}.")
+
+    return ImageMatch(
+        lesion_scores=lesion_scores,
+        fp_scores=fp_scores,
+        pred_scores=ps,
+        lesion_sizes_mm=sizes,
+        lesion_types=types,
+    )
+
+
+def match_images(
+    predictions: Sequence[Mapping[str, Any] | Sequence[Any]],
+    ground_truth: Sequence[Mapping[str, Any] | NdarrayOrTensor],
+    *,
+    pred_box_key: str = "box",
+    pred_score_key: str = "label_scores",
+    gt_box_key: str = "box",
+    size_key: str = "lesion_size_mm",
+    type_key: str = "lesion_type",
+    spacing_key: str = "pixel_spacing_mm",
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+) -> list[ImageMatch]:
+    """Match a set of images (see :func:`froc` for the accepted per-image formats)."""
+    if len(predictions) != len(ground_truth):
+        raise ValueError(
+            f"one prediction entry per image is needed: got {len(predictions)} predictions "
+            f"and {len(ground_truth)} ground truths."
+        )
+    matches = []
+    for pred, gt in zip(predictions, ground_truth, strict=True):
+        if isinstance(pred, Mapping):
+            pb, ps = pred.get(pred_box_key), pred.get(pred_score_key)
+        elif pred is None:
+            pb, ps = None, None
+        else:
+            pb, ps = pred
+        if isinstance(gt, Mapping):
+            gb = gt.get(gt_box_key)
+            sizes, types = gt.get(size_key), gt.get(type_key)
+            spacing = gt.get(spacing_key, pixel_spacing_mm)
+        else:
+            gb, sizes, types, spacing = gt, None, None, pixel_spacing_mm
+        matches.append(
+            match_image(pb, ps, gb, lesion_sizes_mm=sizes, lesion_types=types, pixel_spacing_mm=spacing)
+        )
+    return matches
+
+
+# ------------------------------------------------------------------------ curve maths
+
+
+def sensitivity_at_fpi(
+    fpi: np.ndarray, sensitivity: np.ndarray, targets: Sequence[float] | np.ndarray, mode: SensitivityMode
+) -> np.ndarray:
+    """Read an FROC curve at false-positive rates ``targets``.
+
+    Args:
+        fpi: (P,) non-decreasing FPI of the operating points, first point at FPI 0.
+        sensitivity: (P,) their (non-decreasing) sensitivities.
+        targets: FPIs to read at (>= 0).
+        mode: ``"interpolate"``, ``"step"`` or ``"first_at_or_beyond"`` (module docstring).
+
+    Returns:
+        (T,) sensitivities.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
+    t = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if np.any(t < 0) or np.any(np.isnan(t)):
+        raise ValueError("target FPIs must be >= 0.")
+    last = fpi.shape[0] - 1
+    if mode == "first_at_or_beyond":
+        # operating points only (not the origin), as a loop over the thresholds would find them
+        k = np.searchsorted(fpi[1:], t, side="left") + 1
+        return sensitivity[np.minimum(k, last)]
+    i = np.searchsorted(fpi, t, side="right") - 1  # last point with fpi <= t (the top of a vertical)
+    i = np.maximum(i, 0)
+    if mode == "step":
+        return sensitivity[i]
+    j = np.minimum(i + 1, last)  # first point with fpi > t, if any
+    dx = fpi[j] - fpi[i]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(dx > 0, (t - fpi[i]) / np.where(dx > 0, dx, 1.0), 0.0)
+    return sensitivity[i] + frac * (sensitivity[j] - sensitivity[i])
+
+
+def _cpm(fpi: np.ndarray, sensitivity: np.ndarray) -> float:
+    return float(np.mean(sensitivity_at_fpi(fpi, sensitivity, CPM_FPIS, "interpolate")))
+
+
+def _count_ge(sorted_values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """How many of ``sorted_values`` (ascending) are ``>= thresholds``."""
+    return sorted_values.shape[0] - np.searchsorted(sorted_values, thresholds, side="left")
+
+
+def _curve(
+    tp_scores: np.ndarray, fp_scores: np.ndarray, thresholds: np.ndarray, num_lesions: int, num_images: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """FPI and sensitivity at each threshold (``score >= threshold`` kept)."""
+    tp = _count_ge(np.sort(tp_scores), thresholds)
+    fp = _count_ge(np.sort(fp_scores), thresholds)
+    fpi = fp / float(num_images)
+    sens = tp / float(num_lesions) if num_lesions else np.full(thresholds.shape, np.nan)
+    return fpi, sens
+
+
+# ------------------------------------------------------------------------ results
+
+
+def _json_float(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _json_array(a: np.ndarray) -> list[float | None]:
+    return [_json_float(v) for v in np.asarray(a, dtype=np.float64).tolist()]
+
+
+def _fpi_key(f: float) -> str:
+    return f"{float(f):g}"
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class FROCBootstrap:
+    """Percentile bootstrap confidence intervals (images resampled with replacement).
+
+    Attributes:
+        n_resamples: number of resamples drawn.
+        seed: seed of ``numpy.random.default_rng``.
+        level: coverage of the intervals (0.95: 2.5th and 97.5th percentiles).
+        sensitivity_at_fpi: ``{fpi: (lower, upper)}`` of the interpolated sensitivity.
+        sensitivity_at_fpi_step: ``{fpi: (lower, upper)}`` of the step sensitivity.
+        cpm: ``(lower, upper)`` of the CPM.
+        fpi_grid: FPIs at which the band of the curve is given.
+        lower: lower band of the interpolated sensitivity on ``fpi_grid``.
+        upper: upper band on ``fpi_grid``.
+        n_valid: resamples that contained at least one lesion (the others are left out).
+    """
+
+    n_resamples: int
+    seed: int
+    level: float
+    sensitivity_at_fpi: dict[float, tuple[float, float]]
+    sensitivity_at_fpi_step: dict[float, tuple[float, float]]
+    cpm: tuple[float, float]
+    fpi_grid: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    n_valid: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dictionary (non-finite numbers become ``None``)."""
+        return {
+            "n_resamples": self.n_resamples,
+            "seed": self.seed,
+            "level": self.level,
+            "n_valid": self.n_valid,
+            "sensitivity_at_fpi": {_fpi_key(k): _json_array(v) for k, v in self.sensitivity_at_fpi.items()},
+            "sensitivity_at_fpi_step": {
+                _fpi_key(k): _json_array(v) for k, v in self.sensitivity_at_fpi_step.items()
+            },
+            "cpm": _json_array(self.cpm),
+            "fpi_grid": _json_array(self.fpi_grid),
+            "lower": _json_array(self.lower),
+            "upper": _json_array(self.upper),
+        }
+
+
+@dataclass(frozen=True)
+class FROCResult:
+    """An FROC curve and the values read from it.
+
+    Attributes:
+        fpi: (P,) false positives per image of the operating points, the origin first.
+        sensitivity: (P,) sensitivity of the operating points (NaN when there is no lesion).
+        thresholds: (P,) score thresholds (kept: ``score >= threshold``), ``+inf`` first
+            (the origin), then every distinct prediction score, descending.
+        num_images: images evaluated (with and without lesions).
+        num_lesions: lesions counted in the sensitivity.
+        num_predictions: predictions over all images.
+        fpis: FPIs at which sensitivities are reported.
+        sensitivity_at_fpi: ``{fpi: value}``, interpolated (headline value).
+        sensitivity_at_fpi_step: ``{fpi: value}``, conservative step value.
+        cpm: mean interpolated sensitivity at :data:`CPM_FPIS`.
+        bootstrap: confidence intervals, when requested.
+        strata: results of the lesion strata (``"size<10mm"``, ``"type=mass"``, ...).
+    """
+
+    fpi: np.ndarray
+    sensitivity: np.ndarray
+    thresholds: np.ndarray
+    num_images: int
+    num_lesions: int
+    num_predictions: int
+    fpis: tuple[float, ...]
+    sensitivity_at_fpi: dict[float, float]
+    sensitivity_at_fpi_step: dict[float, float]
+    cpm: float
+    bootstrap: FROCBootstrap | None = None
+    strata: dict[str, FROCResult] = field(default_factory=dict)
+
+    def sensitivity_at(self, fpi: float, mode: SensitivityMode = "interpolate") -> float:
+        """Sensitivity at one FPI, read with ``mode`` (see the module docstring)."""
+        return float(sensitivity_at_fpi(self.fpi, self.sensitivity, [fpi], mode)[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dictionary: FPI keys as strings, non-finite numbers as ``None``
+        (threshold ``+inf`` of the origin, NaN sensitivities)."""
+        return {
+            "num_images": self.num_images,
+            "num_lesions": self.num_lesions,
+            "num_predictions": self.num_predictions,
+            "fpis": [float(f) for f in self.fpis],
+            "sensitivity_at_fpi": {_fpi_key(k): _json_float(v) for k, v in self.sensitivity_at_fpi.items()},
+            "sensitivity_at_fpi_step": {
+                _fpi_key(k): _json_float(v) for k, v in self.sensitivity_at_fpi_step.items()
+            },
+            "cpm": _json_float(self.cpm),
+            "curve": {
+                "fpi": _json_array(self.fpi),
+                "sensitivity": _json_array(self.sensitivity),
+                "thresholds": _json_array(self.thresholds),
+            },
+            "bootstrap": None if self.bootstrap is None else self.bootstrap.to_dict(),
+            "strata": {name: s.to_dict() for name, s in self.strata.items()},
+        }
+
+
+# --------------------------------------------------------------------- computation
+
+
+def _strata_masks(
+    sizes: np.ndarray, types: list[str | None], size_threshold_mm: float
+) -> dict[str, np.ndarray]:
+    masks: dict[str, np.ndarray] = {}
+    known = ~np.isnan(sizes)
+    if known.any():
+        masks[f"size<{size_threshold_mm:g}mm"] = known & (sizes < size_threshold_mm)
+        masks[f"size>={size_threshold_mm:g}mm"] = known & (sizes >= size_threshold_mm)
+    type_arr = np.array(["" if t is None else t for t in types], dtype=object)
+    for t in sorted({t for t in types if t is not None}):
+        masks[f"type={t}"] = type_arr == t
+    return masks
+
+
+def _bootstrap(
+    lesion_scores: np.ndarray,
+    lesion_image: np.ndarray,
+    fp_scores: np.ndarray,
+    fp_image: np.ndarray,
+    lesion_masks: list[np.ndarray],
+    num_images: int,
+    fpis: np.ndarray,
+    grid: np.ndarray,
+    counts_blocks: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Resampled statistics, one stratum per entry of ``lesion_masks``.
+
+    ``counts_blocks`` yields (b, num_images) arrays: how many times each image is drawn.
+    Returns, for each stratum: interpolated sensitivity at ``fpis`` (S, B, F), step
+    sensitivity (S, B, F), CPM (S, B), interpolated sensitivity on ``grid`` (S, B, G).
+    """
+    hit = ~np.isnan(lesion_scores)
+    score = np.concatenate([lesion_scores[hit], fp_scores])
+    image = np.concatenate([lesion_image[hit], fp_image]).astype(np.int64)
+    is_tp = np.concatenate([np.ones(int(hit.sum()), bool), np.zeros(fp_scores.shape[0], bool)])
+    order = np.argsort(-score, kind="stable")
+    score, image, is_tp = score[order], image[order], is_tp[order]
+    # one operating point per distinct score: every event sharing the score enters at once
+    ends = np.flatnonzero(np.r_[score[1:] != score[:-1], True]) if score.size else np.zeros(0, np.int64)
+    tp_masks = [
+        is_tp & np.concatenate([m[hit], np.zeros(fp_scores.shape[0], bool)])[order] for m in lesion_masks
+    ]
+    lesions_per_image = [np.bincount(lesion_image[m], minlength=num_images) for m in lesion_masks]
+    is_fp = ~is_tp
+    targets = np.concatenate([fpis, np.asarray(CPM_FPIS), grid])
+    nf, nc = fpis.shape[0], len(CPM_FPIS)
+
+    out_interp, out_step, out_cpm, out_grid = [], [], [], []
+    for counts in counts_blocks:
+        b = counts.shape[0]
+        weights = counts[:, image]  # (b, E)
+        fpi = np.zeros((b, ends.shape[0] + 1))
+        fpi[:, 1:] = np.cumsum(weights * is_fp, axis=1)[:, ends] / float(num_images)
+        block_interp = np.full((len(lesion_masks), b, nf), np.nan)
+        block_step = np.full_like(block_interp, np.nan)
+        block_cpm = np.full((len(lesion_masks), b), np.nan)
+        block_grid = np.full((len(lesion_masks), b, grid.shape[0]), np.nan)
+        for s, (tp_mask, per_image) in enumerate(zip(tp_masks, lesions_per_image, strict=True)):
+            n_les = counts @ per_image
+            sens = np.zeros_like(fpi)
+            sens[:, 1:] = np.cumsum(weights * tp_mask, axis=1)[:, ends]
+            for r in np.flatnonzero(n_les > 0):
+                row = sens[r] / float(n_les[r])
+                vals = sensitivity_at_fpi(fpi[r], row, targets, "interpolate")
+                block_interp[s, r] = vals[:nf]
+                block_cpm[s, r] = vals[nf : nf + nc].mean()
+                block_grid[s, r] = vals[nf + nc :]
+                block_step[s, r] = sensitivity_at_fpi(fpi[r], row, fpis, "step")
+        out_interp.append(block_interp)
+        out_step.append(block_step)
+        out_cpm.append(block_cpm)
+        out_grid.append(block_grid)
+    return (
+        np.concatenate(out_interp, axis=1),
+        np.concatenate(out_step, axis=1),
+        np.concatenate(out_cpm, axis=1),
+        np.concatenate(out_grid, axis=1),
+    )
+
+
+def _percentile_ci(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval along axis 0, ignoring NaN (resamples without lesions)."""
+    q = 100.0 * np.array([(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    if values.shape[0] == 0 or np.all(np.isnan(values)):
+        nan = np.full(values.shape[1:], np.nan)
+        return nan, nan.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        lo, hi = np.nanpercentile(values, q, axis=0)
+    return lo, hi
+
+
+def _counts_blocks(rng: np.random.Generator, n_resamples: int, num_images: int):
+    done = 0
+    while done < n_resamples:
+        b = min(_BOOTSTRAP_BLOCK, n_resamples - done)
+        draws = rng.integers(0, num_images, size=(b, num_images))
+        offsets = (np.arange(b)[:, None] * num_images + draws).reshape(-1)
+        yield np.bincount(offsets, minlength=b * num_images).reshape(b, num_images).astype(np.float64)
+        done += b
+
+
+def froc_from_matches(
+    matches: Sequence[ImageMatch],
+    *,
+    fpis: Sequence[float] = DEFAULT_FPIS,
+    size_threshold_mm: float = 10.0,
+    stratify: bool = True,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci_level: float = 0.95,
+) -> FROCResult:
+    """FROC of already matched images (see :func:`froc`)."""
+    num_images = len(matches)
+    if num_images == 0:
+        raise ValueError("FROC needs at least one image (the FPI denominator is the number of images).")
+    fpis_t = tuple(float(f) for f in fpis)
+    fpis_arr = np.asarray(fpis_t, dtype=np.float64)
+    if np.any(fpis_arr < 0) or np.any(np.isnan(fpis_arr)):
+        raise ValueError(f"fpis must be >= 0, got {fpis_t}.")
+    if n_bootstrap < 0 or not 0.0 < ci_level < 1.0:
+        raise ValueError(f"need n_bootstrap >= 0 and 0 < ci_level < 1, got {n_bootstrap}, {ci_level}.")
+
+    lesion_scores = np.concatenate([m.lesion_scores for m in matches])
+    lesion_image = np.concatenate([np.full(m.num_lesions, i) for i, m in enumerate(matches)]).astype(np.int64)
+    sizes = np.concatenate([m.lesion_sizes_mm for m in matches])
+    types = [t for m in matches for t in m.lesion_types]
+    fp_scores = np.concatenate([m.fp_scores for m in matches])
+    fp_image = np.concatenate([np.full(m.fp_scores.shape[0], i) for i, m in enumerate(matches)]).astype(
+        np.int64
+    )
+    pred_scores = np.concatenate([m.pred_scores for m in matches])
+    thresholds = np.r_[np.inf, np.unique(pred_scores)[::-1]]
+
+    masks = {"all": np.ones(lesion_scores.shape[0], dtype=bool)}
+    if stratify:
+        masks.update(_strata_masks(sizes, types, size_threshold_mm))
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, mask in masks.items():
+        n_les = int(mask.sum())
+        if n_les == 0:
+            label = "the evaluated set" if name == "all" else f"stratum {name!r}"
+            warnings.warn(
+                f"{label} has no lesion: sensitivity is undefined (NaN).",
+                UndefinedSensitivityWarning,
+                stacklevel=3,
+            )
+        scores = lesion_scores[mask]
+        fpi, sens = _curve(scores[~np.isnan(scores)], fp_scores, thresholds, n_les, num_images)
+        results[name] = {
+            "fpi": fpi,
+            "sensitivity": sens,
+            "num_lesions": n_les,
+            "interp": dict(
+                zip(fpis_t, sensitivity_at_fpi(fpi, sens, fpis_arr, "interpolate").tolist(), strict=True)
+            ),
+            "step": dict(zip(fpis_t, sensitivity_at_fpi(fpi, sens, fpis_arr, "step").tolist(), strict=True)),
+            "cpm": _cpm(fpi, sens),
+        }
+
+    boot: dict[str, FROCBootstrap] = {}
+    if n_bootstrap > 0:
+        fmax = max(float(results["all"]["fpi"][-1]), float(fpis_arr.max(initial=0.0)))
+        grid = np.unique(
+            np.concatenate(
+                [
+                    np.linspace(0.0, fmax, 121),
+                    np.geomspace(fmax * 1e-3, fmax, 61) if fmax > 0 else [],
+                    fpis_arr,
+                ]
+            )
+        )
+        interp, step, cpm, band = _bootstrap(
+            lesion_scores,
+            lesion_image,
+            fp_scores,
+            fp_image,
+            list(masks.values()),
+            num_images,
+            fpis_arr,
+            grid,
+            _counts_blocks(np.random.default_rng(seed), n_bootstrap, num_images),
+        )
+        for s, name in enumerate(masks):
+            lo_i, hi_i = _percentile_ci(interp[s], ci_level)
+            lo_s, hi_s = _percentile_ci(step[s], ci_level)
+            lo_c, hi_c = _percentile_ci(cpm[s][:, None], ci_level)
+            lo_g, hi_g = _percentile_ci(band[s], ci_level)
+            boot[name] = FROCBootstrap(
+                n_resamples=n_bootstrap,
+                seed=seed,
+                level=ci_level,
+                sensitivity_at_fpi={
+                    f: (float(a), float(b)) for f, a, b in zip(fpis_t, lo_i, hi_i, strict=True)
+                },
+                sensitivity_at_fpi_step={
+                    f: (float(a), float(b)) for f, a, b in zip(fpis_t, lo_s, hi_s, strict=True)
+                },
+                cpm=(float(lo_c[0]), float(hi_c[0])),
+                fpi_grid=_readonly(grid),
+                lower=_readonly(lo_g),
+                upper=_readonly(hi_g),
+                n_valid=int(np.sum(~np.isnan(cpm[s]))),
+            )
+
+    def build(name: str, strata: dict[str, FROCResult]) -> FROCResult:
+        r = results[name]
+        return FROCResult(
+            fpi=_readonly(r["fpi"]),
+            sensitivity=_readonly(r["sensitivity"]),
+            thresholds=_readonly(thresholds),
+            num_images=num_images,
+            num_lesions=r["num_lesions"],
+            num_predictions=int(pred_scores.shape[0]),
+            fpis=fpis_t,
+            sensitivity_at_fpi=r["interp"],
+            sensitivity_at_fpi_step=r["step"],
+            cpm=r["cpm"],
+            bootstrap=boot.get(name),
+            strata=strata,
+        )
+
+    return build("all", {name: build(name, {}) for name in masks if name != "all"})
+
+
+def froc(
+    predictions: Sequence[Mapping[str, Any] | Sequence[Any]],
+    ground_truth: Sequence[Mapping[str, Any] | NdarrayOrTensor],
+    *,
+    fpis: Sequence[float] = DEFAULT_FPIS,
+    pred_box_key: str = "box",
+    pred_score_key: str = "label_scores",
+    gt_box_key: str = "box",
+    size_key: str = "lesion_size_mm",
+    type_key: str = "lesion_type",
+    spacing_key: str = "pixel_spacing_mm",
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+    size_threshold_mm: float = 10.0,
+    stratify: bool = True,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci_level: float = 0.95,
+) -> FROCResult:
+    """Box-based FROC over a set of images (rules in the module docstring).
+
+    Args:
+        predictions: one entry per image: a mapping with ``pred_box_key`` -> (N, 4) boxes
+            ``(x1, y1, x2, y2)`` in pixels (x = column, y = row) and ``pred_score_key`` ->
+            (N,) scores (the keys of MONAI's detectors, ``box`` / ``label_scores``, by
+            default), or a ``(boxes, scores)`` pair, or None (no prediction). Numpy or torch.
+        ground_truth: one entry per image: a mapping with ``gt_box_key`` -> (M, 4) lesion
+            boxes (same convention; M may be 0) and optionally ``size_key`` -> (M,) sizes in
+            mm, ``type_key`` -> (M,) types (or one string), ``spacing_key`` -> pixel spacing;
+            or just the (M, 4) boxes.
+        fpis: FPIs at which sensitivity is reported.
+        pred_box_key, pred_score_key, gt_box_key, size_key, type_key, spacing_key: keys.
+        pixel_spacing_mm: default spacing (scalar or ``(row_mm, column_mm)``) to compute a
+            lesion's size (longer box side in mm) where the ground truth gives none.
+        size_threshold_mm: size strata are ``< threshold`` and ``>= threshold``.
+        stratify: compute the size strata (when any lesion size is known) and the type
+            strata (one per lesion type given).
+        n_bootstrap: bootstrap resamples of the images (0: no confidence intervals).
+        seed: seed of ``numpy.random.default_rng`` for the bootstrap.
+        ci_level: coverage of the percentile intervals.
+
+    Returns:
+        the :class:`FROCResult`. Over a set without any lesion the sensitivities are NaN and
+        an :class:`UndefinedSensitivityWarning` is issued (likewise for an empty stratum).
+
+    Raises:
+        ValueError: no image, mismatched lengths, malformed boxes or NaN scores.
+
+    Example:
+        >>> preds = [{"box": [[10, 10, 20, 20], [50, 50, 60, 60]], "label_scores": [0.9, 0.8]},
+        ...          {"box": [[0, 0, 5, 5]], "label_scores": [0.7]}]
+        >>> gts = [{"box": [[8, 8, 22, 22]], "lesion_size_mm": [5.0]}, {"box": []}]
+        >>> r = froc(preds, gts, n_bootstrap=0)
+        >>> r.fpi.tolist(), r.sensitivity.tolist()
+        ([0.0, 0.0, 0.5, 1.0], [0.0, 1.0, 1.0, 1.0])
+    """
+    matches = match_images(
+        predictions,
+        ground_truth,
+        pred_box_key=pred_box_key,
+        pred_score_key=pred_score_key,
+        gt_box_key=gt_box_key,
+        size_key=size_key,
+        type_key=type_key,
+        spacing_key=spacing_key,
+        pixel_spacing_mm=pixel_spacing_mm,
+    )
+    return froc_from_matches(
+        matches,
+        fpis=fpis,
+        size_threshold_mm=size_threshold_mm,
+        stratify=stratify,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        ci_level=ci_level,
+    )
+
+
+# -------------------------------------------------------------------------- table
+
+
+def froc_table(
+    results: Mapping[str, FROCResult],
+    fpis: Sequence[float] | None = None,
+    *,
+    mode: Literal["interpolate", "step"] = "interpolate",
+    ci: bool = True,
+    cpm: bool = True,
+    percent: bool = True,
+) -> str:
+    """Markdown table: one row per result, sensitivity at each FPI (and CPM).
+
+    Args:
+        results: ``{name: FROCResult}``; strata can be listed as their own rows
+            (``{"model, <10 mm": r.strata["size<10mm"]}``).
+        fpis: columns; default the ``fpis`` of the first result.
+        mode: ``"interpolate"`` (headline) or ``"step"`` (conservative).
+        ci: append ``[lower, upper]`` where a bootstrap interval is available.
+        cpm: add a CPM column.
+        percent: print percentages (one decimal) rather than fractions (three decimals).
+
+    Example:
+        >>> print(froc_table({"model": r}, fpis=(0.3,)))  # doctest: +SKIP
+        | model | images | lesions | Sens@0.3 FPI | CPM |
+        |---|---:|---:|---:|---:|
+        | model | 200 | 97 | 87.2% [80.1, 93.0] | 81.0% [75.3, 86.1] |
+    """
+    if not results:
+        raise ValueError("results is empty.")
+    cols = tuple(float(f) for f in (fpis if fpis is not None else next(iter(results.values())).fpis))
+
+    def fmt(v: float, interval: tuple[float, float] | None) -> str:
+        if not math.isfinite(v):
+            return "n/a"
+        text = f"{100 * v:.1f}%" if percent else f"{v:.3f}"
+        if ci and interval is not None and all(math.isfinite(x) for x in interval):
+            lo, hi = interval
+            text += f" [{100 * lo:.1f}, {100 * hi:.1f}]" if percent else f" [{lo:.3f}, {hi:.3f}]"
+        return text
+
+    header = ["model", "images", "lesions"] + [f"Sens@{f:g} FPI" for f in cols] + (["CPM"] if cpm else [])
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for name, r in results.items():
+        values = r.sensitivity_at_fpi if mode == "interpolate" else r.sensitivity_at_fpi_step
+        boot = r.bootstrap
+        intervals = None
+        if boot is not None:
+            intervals = boot.sensitivity_at_fpi if mode == "interpolate" else boot.sensitivity_at_fpi_step
+        cells = [name, str(r.num_images), str(r.num_lesions)]
+        for f in cols:
+            v = values[f] if f in values else r.sensitivity_at(f, mode)
+            cells.append(fmt(v, intervals.get(f) if intervals else None))
+        if cpm:
+            cells.append(fmt(r.cpm, boot.cpm if boot is not None else None))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
