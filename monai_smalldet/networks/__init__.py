@@ -1,12 +1,23 @@
 """The detector network: YOLOv5 (CSPDarknet + PANet + YOLO head) from ultralytics.
 
-This subpackage is the only door to ultralytics in the project; importing it first runs
-:func:`monai_smalldet.runtime.configure_offline` (through the package ``__init__``) and
-switches ultralytics' telemetry off.
+This subpackage is the only door to ultralytics in the project; it runs offline (see
+:mod:`monai_smalldet.runtime`) and knows nothing of data or transforms.
 """
 
 from __future__ import annotations
 
+from .checkpoint import CheckpointError, NetworkSpec, load_checkpoint, save_checkpoint
+from .decode import decode
+from .loss import DetectionLoss
 from .yolo import VARIANTS, build_network
 
-__all__ = ["VARIANTS", "build_network"]
+__all__ = [
+    "VARIANTS",
+    "CheckpointError",
+    "DetectionLoss",
+    "NetworkSpec",
+    "build_network",
+    "decode",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 
 import torch
 
@@ -38,6 +39,12 @@ def build_network(variant: str = "n", num_classes: int = 1, in_channels: int = 1
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}.")
     configure_ultralytics_settings()
     from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import LOGGER
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        return DetectionModel(cfg=f"yolov5{variant}.yaml", ch=in_channels, nc=num_classes, verbose=False)
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # "Overriding model.yaml nc=80 with nc=1" is expected, not news
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return DetectionModel(cfg=f"yolov5{variant}.yaml", ch=in_channels, nc=num_classes, verbose=False)
+    finally:
+        LOGGER.setLevel(level)
