@@ -538,7 +538,60 @@ def _dicom_intensities(
     pixel_representation: int,
     use_voi: bool,
 ) -> np.ndarray:
-    """Stored values -> Modality LUT -> (VOI) -> ``[0, 1]`` float32 (before MONOCHROME1 inversion)."""
+    """Stored values -> Modality LUT -> (VOI) -> ``[0, 1]`` float32 (before MONOCHROME1 inversion).
+
+    Integer pixels of up to 16 bits go through a lookup table: the same pydicom steps are applied
+    once to every value the dtype can hold (at most 65536), then one gather maps the image. The
+    result is identical to transforming the image itself, at a fraction of the cost for a
+    full-field mammogram (13.6 Mpx through float64 windowing otherwise).
+    """
+    if stored.dtype.kind in "ui" and stored.dtype.itemsize <= 2:
+        info = np.iinfo(stored.dtype)
+        domain = np.arange(info.min, info.max + 1, dtype=np.int64).astype(stored.dtype)
+        table = _intensity_transform(path, ds, domain, bits_stored, pixel_representation, use_voi)
+        affine = _as_clipped_affine(domain, table)
+        if affine is not None:  # linear window / rescale: three float32 passes beat a gather
+            # written as (x - x0) / d so that window ends on integer values map to exactly 0 and 1
+            a, b = affine
+            x0, d = _snap(-b / a), _snap(1.0 / a)
+            image = stored.astype(np.float32)
+            image -= np.float32(x0)
+            image /= np.float32(d)
+            return np.clip(image, 0.0, 1.0, out=image)
+        index = stored if info.min == 0 else stored.astype(np.int32) - info.min
+        return table[index]
+    return _intensity_transform(path, ds, stored, bits_stored, pixel_representation, use_voi)
+
+
+def _snap(value: float, tol: float = 1e-3) -> float:
+    """Round ``value`` to the nearest integer when it is one up to float32 error (fitted on a float32 table)."""
+    nearest = round(value)
+    return float(nearest) if abs(value - nearest) <= tol else value
+
+
+def _as_clipped_affine(
+    domain: np.ndarray, table: np.ndarray, tol: float = 2e-6
+) -> tuple[float, float] | None:
+    """``(a, b)`` if ``table == clip(a * domain + b, 0, 1)`` everywhere (within ``tol``), else ``None``."""
+    x = domain.astype(np.float64)
+    inner = (table > 0.0) & (table < 1.0)
+    if inner.sum() < 2:
+        return None
+    a, b = np.polyfit(x[inner], table[inner].astype(np.float64), 1)
+    if not np.allclose(np.clip(a * x + b, 0.0, 1.0), table, atol=tol, rtol=0):
+        return None
+    return float(a), float(b)
+
+
+def _intensity_transform(
+    path: str,
+    ds: Dataset,
+    stored: np.ndarray,
+    bits_stored: int,
+    pixel_representation: int,
+    use_voi: bool,
+) -> np.ndarray:
+    """The grayscale pipeline on an array of stored values (see :func:`_dicom_intensities`)."""
     try:
         if "RescaleSlope" in ds and "RescaleIntercept" in ds:
             slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
