@@ -213,3 +213,109 @@ def test_dataset_and_dataloader_with_workers(four_views, make_transform):
         assert tuple(image.affine.shape) == (2, 4, 4)
     assert [v for b in batches for v in b["image"].meta["laterality"]] == ["L", "R", "L", "R"]
     assert [v for b in batches for v in b["image"].meta["view"]] == ["CC", "CC", "MLO", "MLO"]
+
+
+def _reference_load(path, **kwargs):
+    """What LoadMammogram replaces: MONAI's LoadImage with MammogramReader as the given reader."""
+    reader = MammogramReader(**{k: v for k, v in kwargs.items() if k != "dtype"})
+    load = LoadImage(
+        reader=reader, image_only=True, ensure_channel_first=True, dtype=kwargs.get("dtype", np.float32)
+    )
+    return load(path, reader=reader)
+
+
+def _assert_same_meta_value(key, got, expected):
+    assert type(got) is type(expected), (key, type(got), type(expected))
+    if isinstance(expected, torch.Tensor):
+        assert got.dtype == expected.dtype and torch.equal(got, expected), key
+    elif isinstance(expected, np.ndarray):
+        assert got.dtype == expected.dtype, key
+        np.testing.assert_array_equal(got, expected, err_msg=key)
+    elif isinstance(expected, float) and math.isnan(expected):
+        assert math.isnan(got), key
+    else:
+        assert got == expected, key
+
+
+def _assert_same_as_load_image(got, expected):
+    assert type(got) is type(expected) is MetaTensor
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    assert torch.equal(got.as_tensor(), expected.as_tensor())
+    assert got.is_contiguous() and expected.is_contiguous()
+    assert sorted(got.meta) == sorted(expected.meta)
+    for key, value in expected.meta.items():
+        _assert_same_meta_value(key, got.meta[key], value)
+    assert torch.equal(got.affine, expected.affine) and got.affine.dtype == expected.affine.dtype
+    assert got.spatial_ndim == expected.spatial_ndim
+    assert (got.is_batch, got.applied_operations, got.pending_operations) == (
+        expected.is_batch,
+        expected.applied_operations,
+        expected.pending_operations,
+    )
+
+
+@pytest.mark.parametrize("as_path", [False, True], ids=["str", "Path"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"apply_voi": False}, {"default_spacing_mm": 0.05}, {"dtype": None}, {"dtype": np.float16}],
+    ids=["default", "no_voi", "spacing", "dtype_none", "dtype_float16"],
+)
+def test_load_mammogram_equals_monai_load_image(marked_dicom, kwargs, as_path):
+    path = marked_dicom if as_path else str(marked_dicom)
+    got = LoadMammogram(**kwargs)(path)
+    _assert_same_as_load_image(got, _reference_load(path, **kwargs))
+    assert "space" not in got.meta  # LoadImage with this reader records none either
+    assert got.meta["filename_or_obj"] == str(marked_dicom)
+
+
+def test_load_mammogram_equals_monai_load_image_png_and_stack(tmp_path, marked_dicom, write_mg, mg_pixels):
+    data = np.zeros((64, 48), np.uint16)
+    data[5, 40] = 4095
+    Image.fromarray(data).save(tmp_path / "a.png")
+    _assert_same_as_load_image(LoadMammogram()(tmp_path / "a.png"), _reference_load(tmp_path / "a.png"))
+    # several files: stacked as channels, original_channel_dim 0
+    names = [str(marked_dicom), str(write_mg("other.dcm", mg_pixels))]
+    got = LoadMammogram()(names)
+    assert tuple(got.shape) == (2, 64, 48) and got.meta["original_channel_dim"] == 0
+    _assert_same_as_load_image(got, _reference_load(names))
+
+
+def test_load_mammogram_expands_user(marked_dicom, monkeypatch):
+    monkeypatch.setenv("HOME", str(marked_dicom.parent))
+    got = LoadMammogram()(f"~/{marked_dicom.name}")
+    assert got.meta["filename_or_obj"] == str(marked_dicom)
+    _assert_same_as_load_image(got, _reference_load(f"~/{marked_dicom.name}"))
+
+
+def test_load_mammogram_wraps_reader_array_without_copy(marked_dicom):
+    load = LoadMammogram()
+    arrays = []
+    get_data = load.reader.get_data
+
+    def spy(img):
+        array, meta = get_data(img)
+        arrays.append(array)
+        return array, meta
+
+    load.reader.get_data = spy
+    img = load(marked_dicom)
+    assert img.data_ptr() == arrays[0].ctypes.data  # the reader's buffer, viewed as (1, H, W)
+    assert isinstance(img, MetaTensor) and tuple(img.shape) == (1, 64, 48)
+
+
+def test_load_mammogram_without_meta_tracking(marked_dicom):
+    from monai.data import set_track_meta
+
+    set_track_meta(False)
+    try:
+        got, expected = LoadMammogram()(marked_dicom), _reference_load(marked_dicom)
+    finally:
+        set_track_meta(True)
+    assert type(got) is type(expected) is torch.Tensor
+    assert got.shape == expected.shape == (1, 64, 48) and torch.equal(got, expected)
+
+
+def test_load_mammogramd_equals_load_imaged(four_views):
+    ref = LoadImaged(keys="image", reader=MammogramReader(), ensure_channel_first=True, image_only=True)
+    for item in four_views:
+        _assert_same_as_load_image(LoadMammogramd(keys="image")(item)["image"], ref(item)["image"])

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
-from collections.abc import Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import DtypeLike, KeysCollection, PathLike
-from monai.data import MetaTensor
-from monai.transforms import LoadImage, MapTransform, Transform
-from monai.utils import ensure_tuple, ensure_tuple_rep
+from monai.data import MetaTensor, get_track_meta
+from monai.data.utils import is_no_channel
+from monai.transforms import MapTransform, Transform
+from monai.utils import ImageMetaKey, MetaKeys, ensure_tuple, ensure_tuple_rep
+from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
 from ..data.dicom import DEFAULT_SPACING_MM
 from ..data.reader import MammogramReader
@@ -21,43 +21,31 @@ from ..data.reader import MammogramReader
 __all__ = ["LoadMammogram", "LoadMammogramd"]
 
 
-@contextmanager
-def _quiet_default_reader_setup() -> Iterator[None]:
-    """Silence the notices MONAI's default DICOM readers emit while ``LoadImage`` builds them.
-
-    ``LoadImage`` always constructs MONAI's default readers; without nvImageCodec the
-    ``NvImgCodecPydicomReader`` logs and warns that it falls back to pydicom. Those readers
-    are never used by :class:`LoadMammogram`, so the notices are noise here.
-    """
-    logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
-    was_disabled = logger.disabled
-    logger.disabled = True
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
-            yield
-    finally:
-        logger.disabled = was_disabled
-
-
 class LoadMammogram(Transform):
     """Load a mammogram file as a ``float32`` ``(1, H, W)`` :class:`~monai.data.MetaTensor`.
 
-    A thin wrapper of :class:`monai.transforms.LoadImage` with
-    :class:`~monai_smalldet.data.reader.MammogramReader` as its *only* reader (MONAI's default
-    readers are not tried as fall-backs, so a refused file raises
+    The result is that of ``monai.transforms.LoadImage(reader=MammogramReader(...),
+    image_only=True, ensure_channel_first=True, dtype=dtype)`` called with that reader -- same
+    pixels, same ``meta`` keys and values, same ``spatial_ndim`` -- but it is built directly:
+    the reader's ``float32`` array is wrapped without a copy (``torch.from_numpy`` plus a
+    leading channel view) and none of MONAI's default readers is constructed.
+    :class:`~monai_smalldet.data.reader.MammogramReader` is the *only* reader (no MONAI
+    reader is tried as a fall-back, so a refused file raises
     :class:`~monai_smalldet.data.dicom.MammogramReadError` instead of being read by a reader
-    without the mammography checks), ``image_only=True`` and ``ensure_channel_first=True``.
-    Values are in ``[0, 1]`` with bright = dense tissue; axis 1 is rows, axis 2 columns. The
-    metadata is in ``img.meta``: ``pixel_spacing_mm`` (``[row, col]`` mm), ``laterality``,
-    ``view``, ``photometric``, ``spacing_source``, the DICOM UIDs, ``affine``,
-    ``filename_or_obj``, ... (``"none"`` where unknown).
+    without the mammography checks). Values are in ``[0, 1]`` with bright = dense tissue;
+    axis 1 is rows, axis 2 columns. The metadata is in ``img.meta``: ``pixel_spacing_mm``
+    (``[row, col]`` mm), ``laterality``, ``view``, ``photometric``, ``spacing_source``, the
+    DICOM UIDs, ``affine`` (``float64`` tensor), ``original_affine``, ``spatial_shape``,
+    ``original_channel_dim`` (``nan``), ``filename_or_obj`` (the path as a string, ``~``
+    expanded), ... (``"none"`` where unknown); like ``LoadImage`` with this reader, there is
+    no ``space`` key. With MONAI's meta tracking off (``set_track_meta(False)``) a plain
+    :class:`torch.Tensor` is returned, as ``LoadImage`` does.
 
     Args:
         require_mg: refuse DICOM files whose Modality is not ``MG`` (else warn).
         apply_voi: apply the DICOM VOI LUT / window.
         default_spacing_mm: spacing assumed when a file records none.
-        dtype: data type of the loaded image.
+        dtype: data type of the loaded image (``None`` keeps the reader's ``float32``).
 
     Example:
         >>> from monai.transforms import Compose, ScaleIntensityRange
@@ -79,10 +67,7 @@ class LoadMammogram(Transform):
         self.reader = MammogramReader(
             require_mg=require_mg, apply_voi=apply_voi, default_spacing_mm=default_spacing_mm
         )
-        with _quiet_default_reader_setup():
-            self._loader = LoadImage(
-                reader=self.reader, image_only=True, ensure_channel_first=True, dtype=dtype
-            )
+        self.dtype = dtype
 
     def __call__(self, filename: Sequence[PathLike] | PathLike) -> MetaTensor:
         """Load ``filename`` (one file, or several stacked as channels).
@@ -90,7 +75,28 @@ class LoadMammogram(Transform):
         Raises:
             MammogramReadError: for a file that is not a readable single 2-D mammogram.
         """
-        return self._loader(filename, reader=self.reader)
+        # the steps of LoadImage.__call__ for one given reader, minus the reader search, the
+        # default readers and the checks that cannot apply here (mammogram_meta_dict returns a
+        # dict of native-endian arrays and plain values: LoadImage's switch_endianness is a no-op)
+        names = tuple(f"{Path(name).expanduser()}" for name in ensure_tuple(filename))
+        array, meta = self.reader.get_data(self.reader.read(names))
+        # no copy for the reader's C-contiguous float32 array and dtype float32 / None
+        array = convert_to_dst_type(array, dst=array, dtype=self.dtype)[0]
+        meta[ImageMetaKey.FILENAME_OR_OBJ] = names[0]
+        channel_dim = meta[MetaKeys.ORIGINAL_CHANNEL_DIM]
+        # LoadImage fixes spatial_ndim while the array has no channel dim yet: 2 for a 2-D image
+        # (nan channel dim) and for an (N, H, W) stack (channel dim 0); EnsureChannelFirst keeps it
+        spatial_ndim = array.ndim if is_no_channel(channel_dim) else array.ndim - 1
+        data = convert_to_tensor(array, track_meta=False)  # torch.from_numpy: shares memory
+        data = data[None] if is_no_channel(channel_dim) else torch.movedim(data, int(channel_dim), 0)
+        if not get_track_meta():
+            return data
+        img = MetaTensor(data, meta=meta, spatial_ndim=spatial_ndim)  # affine -> float64 tensor
+        if MetaKeys.SPACE not in meta:
+            # MetaTensor() adds a default "space"; LoadImage replaces the meta after construction,
+            # so its output has none: drop it to stay identical
+            img.meta.pop(MetaKeys.SPACE, None)
+        return img
 
 
 class LoadMammogramd(MapTransform):
