@@ -4,6 +4,8 @@ Sub-commands:
 
 * ``synth``: write a synthetic FFDM dataset (DICOM MG + datalist JSON);
 * ``preview``: a PNG contact sheet of a datalist split with its lesion boxes;
+* ``detect``: multi-scale detection on DICOM/PNG/TIFF/NIfTI files, one JSON per image;
+* ``froc``: FROC of a folder of ``detect`` JSONs against a datalist split (table + plot);
 * ``demo``: the project's main job end to end (what ``make demo`` runs).
 """
 
@@ -56,6 +58,156 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".tif", ".tiff", ".nii", ".nii.gz")
+
+
+def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
+    """Files as given, folders searched recursively for image files (sorted, de-duplicated)."""
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files += sorted(
+                p for p in item.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+            )
+        else:
+            files.append(item)
+    seen: set[Path] = set()
+    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+
+
+def _output_name(path: Path, roots: Sequence[Path]) -> str:
+    """A file name unique per input: its path relative to the input folder, '/' -> '__'."""
+    resolved = path.resolve()
+    for root in roots:
+        root = root.resolve()
+        if root.is_dir() and resolved.is_relative_to(root):
+            rel = resolved.relative_to(root)
+            break
+    else:
+        rel = Path(path.name)
+    name = "__".join(rel.parts)
+    for suffix in (".nii.gz", ".dcm", ".dicom", ".png", ".tiff", ".tif", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _write_json_atomic(path: Path, payload: object) -> None:
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from . import __version__
+    from .data.dicom import MammogramReadError
+    from .inference import MultiScaleDetector
+    from .transforms.io import LoadMammogram
+    from .visualize import overlay_png
+
+    overrides = {"mode": args.mode, "fusion": args.fusion, "batch_size": args.batch_size}
+    if args.scales:
+        overrides["scales"] = tuple(args.scales)
+    if args.tile_size:
+        overrides["tile_size"] = args.tile_size
+    detector = MultiScaleDetector.from_checkpoint(args.checkpoint, device=args.device, **overrides)
+    files = _expand_inputs(args.inputs)
+    if not files:
+        print("no input images found", file=sys.stderr)
+        return 2
+    loader = LoadMammogram()
+    out_dir: Path = args.out
+    failed: list[dict[str, str]] = []
+    done = 0
+    for path in tqdm(files, desc="detecting", unit="img", disable=args.quiet):
+        name = _output_name(path, args.inputs)
+        target = out_dir / f"{name}.json"
+        if args.resume and target.is_file():
+            done += 1
+            continue
+        try:
+            image = loader(str(path))
+            result = detector.predict(image)
+        except (MammogramReadError, ValueError, RuntimeError) as err:
+            log.warning("skipped %s: %s", path, err)
+            failed.append({"image": str(path), "error": type(err).__name__, "reason": str(err)})
+            continue
+        meta = image.meta
+        payload = {
+            "image": str(path.resolve()),
+            "laterality": meta.get("laterality"),
+            "view": meta.get("view"),
+            "model": {"checkpoint": str(Path(args.checkpoint).resolve()), "monai_smalldet": __version__},
+            "mode": detector.mode,
+            "fusion": detector.fusion_name,
+            **result.to_dict(),
+        }
+        _write_json_atomic(target, payload)
+        if args.overlay:
+            f = result.fused
+            keep = f.scores >= args.overlay_threshold
+            overlay_png(
+                image[0].numpy(),
+                out_dir / f"{name}.png",
+                f.boxes[keep],
+                f.scores[keep],
+                title=f"{path.name}: {int(keep.sum())} findings >= {args.overlay_threshold}",
+            )
+        done += 1
+    _write_json_atomic(out_dir / "failed.json", failed)
+    print(f"{done} image(s) written to {out_dir}, {len(failed)} failed (see failed.json)")
+    return 0 if done else 1
+
+
+def _cmd_froc(args: argparse.Namespace) -> int:
+    import json
+
+    from .data.synthetic import load_datalist
+    from .metrics import froc, froc_table, plot_froc
+
+    items = load_datalist(args.datalist, args.split)
+    by_image = {}
+    for pred_file in sorted(args.predictions.glob("*.json")):
+        if pred_file.name == "failed.json":
+            continue
+        payload = json.loads(pred_file.read_text())
+        by_image[str(Path(payload["image"]).resolve())] = payload
+    preds, truth, missing = [], [], 0
+    for item in items:
+        payload = by_image.get(str(Path(item["image"]).resolve()))
+        if payload is None:
+            missing += 1
+            preds.append(None)
+        else:
+            preds.append(
+                {
+                    "box": [f["box"] for f in payload["findings"]],
+                    "label_scores": [f["score"] for f in payload["findings"]],
+                }
+            )
+        truth.append(item)
+    if missing:
+        log.warning("%d of %d images of split %r have no prediction file", missing, len(items), args.split)
+    result = froc(preds, truth, n_bootstrap=args.bootstrap, seed=args.seed)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.split} ({len(items)} images)"
+    _write_json_atomic(
+        out / "froc.json", {"split": args.split, "missing_predictions": missing, **result.to_dict()}
+    )
+    table = froc_table({name: result})
+    (out / "froc.md").write_text(table + "\n")
+    plot_froc({name: result}, out / "froc.png", title=f"FROC, {args.split} split")
+    print(table)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .data.synthetic import generate_dataset, load_datalist
     from .visualize import preview_sheet
@@ -105,6 +257,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=12, help="images on the sheet")
     p.add_argument("--columns", type=int, default=4)
     p.set_defaults(func=_cmd_preview)
+
+    p = sub.add_parser("detect", help="multi-scale detection; one JSON (and overlay) per image")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    p.add_argument("--checkpoint", required=True, type=Path, help="model .pt (with its .json spec beside it)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--mode", choices=("tiled", "whole"), default="tiled")
+    p.add_argument("--scales", type=float, nargs="+", help="pyramid factors (default: the checkpoint's)")
+    p.add_argument("--tile-size", type=int, help="tile side in pixels (default: the checkpoint's)")
+    p.add_argument("--fusion", default="wbf", help="wbf, nms, soft_nms or concat")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per image")
+    p.add_argument("--overlay-threshold", type=float, default=0.25, help="lowest score drawn on overlays")
+    p.add_argument("--resume", action="store_true", help="skip images whose JSON already exists")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_detect)
+
+    p = sub.add_parser("froc", help="FROC of detect outputs against a datalist split")
+    p.add_argument("--predictions", required=True, type=Path, help="folder of detect JSONs")
+    p.add_argument("--datalist", required=True, type=Path)
+    p.add_argument("--split", default="test", choices=("training", "validation", "test"))
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_froc)
 
     p = sub.add_parser("demo", help="the main job: synthetic data -> preview (grows with the project)")
     p.add_argument("--out", type=Path, default=Path("demo_output"))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["preview_sheet", "thumbnail"]
+__all__ = ["overlay_png", "preview_sheet", "thumbnail"]
 
 
 def thumbnail(image: np.ndarray, max_side: int = 512) -> tuple[np.ndarray, float]:
@@ -101,6 +101,51 @@ def preview_sheet(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def overlay_png(
+    image: np.ndarray,
+    out_png: str | os.PathLike[str],
+    boxes: Sequence[Sequence[float]] = (),
+    scores: Sequence[float] = (),
+    *,
+    truth: Sequence[Sequence[float]] = (),
+    max_side: int = 1024,
+    title: str | None = None,
+) -> Path:
+    """Write an overlay PNG of a (H, W) image in [0, 1] with findings (red, score) and truth (green).
+
+    Boxes are ``(x1, y1, x2, y2)`` pixels of ``image``, x = column. Written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    small, f = thumbnail(np.asarray(image, dtype=np.float32), max_side)
+    h, w = small.shape
+    fig = plt.figure(figsize=(w / 100, h / 100 + 0.3), dpi=100)
+    ax = fig.add_axes((0, 0, 1, h / (h + 30)))
+    ax.imshow(small, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.axis("off")
+    for x1, y1, x2, y2 in truth:
+        ax.add_patch(
+            Rectangle((x1 * f, y1 * f), (x2 - x1) * f, (y2 - y1) * f, fill=False, edgecolor="lime", lw=1)
+        )
+    for (x1, y1, x2, y2), s in zip(boxes, scores, strict=False):
+        ax.add_patch(
+            Rectangle((x1 * f, y1 * f), (x2 - x1) * f, (y2 - y1) * f, fill=False, edgecolor="red", lw=1)
+        )
+        ax.text(x1 * f, y1 * f - 2, f"{s:.2f}", color="red", fontsize=6)
+    fig.suptitle(title or "", fontsize=7, y=0.995)
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, out)
     return out

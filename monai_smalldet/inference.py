@@ -1,0 +1,318 @@
+"""MultiScaleDetector: one mammogram in, fused boxes in original-image pixels out.
+
+The method of Rangarajan et al. (Sci Rep 2022) at inference time:
+
+1. mirror right breasts (chest wall on the left), resample to the detector's pixel spacing,
+   crop the breast (:mod:`monai_smalldet.transforms`);
+2. build the scale pyramid (default X, 0.5X, 0.25X);
+3. ``tiled`` mode: cut every level into systematic tiles and run the network on all tiles of
+   all levels in batches; ``whole`` mode: run each level as one image (padded to the network
+   stride), as the paper's own code did;
+4. map every box back to original pixels with the one mapping function
+   (:func:`~monai_smalldet.transforms.frames.tile_boxes_to_original`), merge per level the
+   duplicates of overlapping tiles, and fuse the levels (:mod:`monai_smalldet.fusion`, WBF by
+   default).
+
+Boxes are ``(x1, y1, x2, y2)`` pixels of the image as given (before any flip or crop), x = column.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from .fusion import Detections, get_fusion, merge_tile_duplicates
+from .networks import NetworkSpec, decode, load_checkpoint
+from .transforms.crop import CropBreast
+from .transforms.frames import FrameRecord, tile_boxes_to_original
+from .transforms.laterality import NormalizeLaterality
+from .transforms.pyramid import ResampleToSpacing, ScalePyramid
+from .transforms.tiling import SystematicTile
+
+__all__ = ["MODES", "MultiScaleDetector", "MultiScaleOutput"]
+
+MODES = ("tiled", "whole")
+_STRIDE = 32  # the network's largest stride: whole-image inputs are padded to a multiple of it
+
+
+@dataclass
+class MultiScaleOutput:
+    """What :meth:`MultiScaleDetector.predict` returns.
+
+    Attributes:
+        fused: the fused detections (original-image pixels, ``scales`` says which levels found each box).
+        per_scale: the detections of each level alone, after merging overlapping tiles (the
+            paper's Table 3), in original-image pixels.
+        scales: the pyramid factors, in level order.
+        image_size_hw: (rows, columns) of the input image.
+        pixel_spacing_mm: (row, column) spacing of the input when known.
+        tiles_per_scale: number of network inputs run per level.
+        timings_s: wall-clock seconds per stage (``preprocess``, ``network``, ``postprocess``).
+    """
+
+    fused: Detections
+    per_scale: list[Detections]
+    scales: tuple[float, ...]
+    image_size_hw: tuple[int, int]
+    pixel_spacing_mm: tuple[float, float] | None = None
+    tiles_per_scale: list[int] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary; boxes also in mm when the spacing is known."""
+        out = {
+            "image_size_hw": list(self.image_size_hw),
+            "pixel_spacing_mm": list(self.pixel_spacing_mm) if self.pixel_spacing_mm else None,
+            "scales": list(self.scales),
+            "tiles_per_scale": self.tiles_per_scale,
+            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
+            "findings": self.fused.to_dict(scale_factors=self.scales)["detections"],
+        }
+        if self.pixel_spacing_mm:
+            row_mm, col_mm = self.pixel_spacing_mm
+            for finding in out["findings"]:
+                x1, y1, x2, y2 = finding["box"]
+                finding["box_mm"] = [x1 * col_mm, y1 * row_mm, x2 * col_mm, y2 * row_mm]
+                finding["size_mm"] = max((x2 - x1) * col_mm, (y2 - y1) * row_mm)
+        return out
+
+
+class MultiScaleDetector:
+    """Multi-scale, tiled YOLOv5 detection with cross-scale fusion (see the module docstring).
+
+    Args:
+        network: a YOLOv5 from :func:`~monai_smalldet.networks.build_network` (1-channel input).
+        scales: pyramid factors (paper: ``(1.0, 0.5, 0.25)``).
+        mode: ``"tiled"`` (systematic tiles, bounded memory) or ``"whole"`` (one pass per level).
+        tile_size: tile side in pixels (paper: 1024).
+        overlap: tile overlap as a fraction of the tile.
+        batch_size: tiles per network call, across levels.
+        fusion: name of the cross-scale fusion (``wbf``, ``nms``, ``soft_nms``, ``concat``).
+        fusion_kwargs: arguments of the fusion (e.g. ``iou_thr``, ``weights``, ``conf_type``).
+        tile_iou_thr: overlap (intersection over the smaller box) above which one level's boxes
+            from overlapping tiles merge into their union (SAHI's greedy NMM).
+        conf_thres: lowest score decoded (low: FROC sweeps every score).
+        iou_thres: IoU of the network's own NMS per tile.
+        max_det: most boxes per tile.
+        class_labels: dataset label of each network class.
+        target_spacing_mm: resample inputs to this spacing first (the spacing the network was
+            trained at); ``None`` uses the image as it is.
+        crop_breast: crop away the air before the pyramid.
+        normalize_laterality: mirror right breasts first (as in training).
+        device: ``"cpu"``, ``"cuda"``, a :class:`torch.device`; ``None`` picks CUDA when present.
+        amp: fp16 autocast on CUDA.
+
+    Example:
+        .. code-block:: python
+
+            detector = MultiScaleDetector.from_checkpoint("bundle/models/model.pt")
+            image = LoadMammogram()("study/L_CC.dcm")       # (1, H, W) MetaTensor
+            found = detector(image)                          # Detections in original pixels
+            found.boxes, found.scores, found.scales
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        *,
+        scales: Sequence[float] = (1.0, 0.5, 0.25),
+        mode: str = "tiled",
+        tile_size: int = 1024,
+        overlap: float = 0.1,
+        batch_size: int = 4,
+        fusion: str = "wbf",
+        fusion_kwargs: Mapping[str, Any] | None = None,
+        tile_iou_thr: float = 0.5,
+        conf_thres: float = 0.001,
+        iou_thres: float = 0.6,
+        max_det: int = 300,
+        class_labels: Sequence[int] = (1,),
+        target_spacing_mm: float | None = None,
+        crop_breast: bool = True,
+        normalize_laterality: bool = True,
+        device: str | torch.device | None = None,
+        amp: bool = True,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if tile_size % _STRIDE:
+            raise ValueError(
+                f"tile_size must be a multiple of the network stride {_STRIDE}, got {tile_size}."
+            )
+        self.device = torch.device(
+            device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        self.network = network.to(self.device).eval()
+        self.mode = mode
+        self.batch_size = int(batch_size)
+        self.pyramid = ScalePyramid(scales)
+        self.scales = self.pyramid.scales
+        self.tiler = SystematicTile(tile_size=tile_size, overlap=overlap)
+        self.fusion_name = fusion
+        self.fusion = get_fusion(fusion, **dict(fusion_kwargs or {}))
+        self.tile_iou_thr = float(tile_iou_thr)
+        self.decode_kwargs = {
+            "conf_thres": conf_thres,
+            "iou_thres": iou_thres,
+            "max_det": max_det,
+            "class_labels": tuple(class_labels),
+        }
+        self.resample = ResampleToSpacing(target_spacing_mm) if target_spacing_mm else None
+        self.crop = CropBreast() if crop_breast else None
+        self.laterality = NormalizeLaterality() if normalize_laterality else None
+        self.amp = bool(amp) and self.device.type == "cuda"
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device | None = None, **overrides: Any
+    ) -> MultiScaleDetector:
+        """Load a checkpoint and take tile size, spacing and scales from its spec (overridable)."""
+        device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        network, spec = load_checkpoint(path, map_location=device)
+        kwargs: dict[str, Any] = {
+            "scales": spec.scales,
+            "tile_size": spec.tile_size_px,
+            "class_labels": spec.class_labels,
+            "target_spacing_mm": spec.pixel_spacing_mm,
+        }
+        kwargs.update(overrides)
+        detector = cls(network, device=device, **kwargs)
+        detector.spec = spec
+        return detector
+
+    spec: NetworkSpec | None = None
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _as_image(image: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """(1, H, W) float32 numpy view of ``image`` and its metadata (if a MetaTensor)."""
+        meta = dict(image.meta) if isinstance(image, MetaTensor) else {}
+        if isinstance(image, torch.Tensor):
+            array = image.detach().cpu().numpy()
+        else:
+            array = np.asarray(image)
+        if array.ndim == 2:
+            array = array[None]
+        if array.ndim != 3 or array.shape[0] != 1:
+            raise ValueError(f"expected a (H, W) or (1, H, W) image, got shape {tuple(array.shape)}.")
+        if array.shape[1] < 1 or array.shape[2] < 1:
+            raise ValueError(f"empty image of shape {tuple(array.shape)}.")
+        return np.ascontiguousarray(array, dtype=np.float32), meta
+
+    @staticmethod
+    def _spacing(meta: Mapping[str, Any], given: Any) -> tuple[float, float] | None:
+        value = given if given is not None else meta.get("pixel_spacing_mm")
+        if value is None or isinstance(value, str):
+            return None
+        values = np.asarray(value, dtype=np.float64).reshape(-1)
+        if values.size == 1:
+            values = np.repeat(values, 2)
+        if values.size != 2 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+            return None
+        return float(values[0]), float(values[1])
+
+    def _run_network(self, batch: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Run the network on same-size (1, h, w) inputs; decoded boxes in input pixels."""
+        x = torch.from_numpy(np.stack(batch)).to(self.device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+            raw = self.network(x)
+        return decode(raw, **self.decode_kwargs)
+
+    # -- the call ---------------------------------------------------------------------------
+    def predict(
+        self,
+        image: Any,
+        *,
+        laterality: str | None = None,
+        pixel_spacing_mm: float | Sequence[float] | None = None,
+    ) -> MultiScaleOutput:
+        """Detect on one image: a (H, W)/(1, H, W) array or tensor, or a MetaTensor from
+        :class:`~monai_smalldet.transforms.LoadMammogram` (laterality and spacing from its meta).
+        """
+        t0 = time.perf_counter()
+        img, meta = self._as_image(image)
+        height, width = img.shape[1:]
+        spacing = self._spacing(meta, pixel_spacing_mm)
+        frame = FrameRecord.identity(height, width)
+        work: Any = img
+        if self.laterality is not None:
+            side = laterality if laterality is not None else meta.get("laterality")
+            side = side if isinstance(side, str) and side.upper() in ("L", "R") else None
+            work, _, frame = self.laterality(work, frame=frame, laterality=side)
+        if self.resample is not None and spacing is not None:
+            work, _, frame = self.resample(work, frame=frame, pixel_spacing_mm=spacing)
+        if self.crop is not None:
+            work, _, frame = self.crop(work, frame=frame)
+        levels = self.pyramid(work, frame=frame)
+
+        # network inputs of every level: (level index, (1, s, s) array, frame to original)
+        inputs: list[tuple[int, np.ndarray, FrameRecord]] = []
+        for level in levels:
+            if self.mode == "tiled":
+                for tile in self.tiler(level.image, frame=level.frame, scale=level.scale, level=level.level):
+                    inputs.append((level.level, np.asarray(tile.image), tile.frame))
+            else:
+                lvl = np.asarray(level.image)
+                h, w = lvl.shape[1:]
+                ph, pw = math.ceil(h / _STRIDE) * _STRIDE, math.ceil(w / _STRIDE) * _STRIDE
+                if (ph, pw) != (h, w):
+                    padded = np.zeros((1, ph, pw), np.float32)
+                    padded[:, :h, :w] = lvl
+                    lvl = padded
+                inputs.append((level.level, lvl, level.frame))
+        t1 = time.perf_counter()
+
+        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in levels]
+        if self.mode == "tiled":
+            order = range(0, len(inputs), self.batch_size)
+            chunks = [inputs[i : i + self.batch_size] for i in order]
+        else:
+            chunks = [[item] for item in inputs]  # levels differ in size: one at a time
+        for chunk in chunks:
+            decoded = self._run_network([arr for _, arr, _ in chunk])
+            for (level_idx, _, tile_frame), pred in zip(chunk, decoded, strict=True):
+                boxes = tile_boxes_to_original(pred["box"].cpu().numpy(), tile_frame)
+                found[level_idx].append(
+                    (boxes, pred["label_scores"].cpu().numpy(), pred["label"].cpu().numpy())
+                )
+        t2 = time.perf_counter()
+
+        per_scale: list[Detections] = []
+        num = len(levels)
+        for level_idx, parts in enumerate(found):
+            boxes = np.concatenate([p[0] for p in parts]).astype(np.float32).reshape(-1, 4)
+            scores = np.concatenate([p[1] for p in parts]).astype(np.float32).reshape(-1)
+            labels = np.concatenate([p[2] for p in parts]).astype(np.int64).reshape(-1)
+            # boxes clipped to nothing lay in a tile's padding or outside the image
+            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+            if self.mode == "tiled" and len(parts) > 1 and len(boxes):
+                boxes, scores, labels = merge_tile_duplicates(boxes, scores, labels, thr=self.tile_iou_thr)
+            in_level = np.zeros((len(boxes), num), dtype=bool)
+            in_level[:, level_idx] = True
+            per_scale.append(Detections(boxes, scores, labels, in_level).sorted())
+        fused = self.fusion(per_scale, (height, width))
+        t3 = time.perf_counter()
+        return MultiScaleOutput(
+            fused=fused,
+            per_scale=per_scale,
+            scales=self.scales,
+            image_size_hw=(int(height), int(width)),
+            pixel_spacing_mm=spacing,
+            tiles_per_scale=[sum(1 for lv, _, _ in inputs if lv == i) for i in range(num)],
+            timings_s={"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0},
+        )
+
+    def __call__(self, image: Any, **kwargs: Any) -> Detections:
+        """The fused detections of :meth:`predict`."""
+        return self.predict(image, **kwargs).fused

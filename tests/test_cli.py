@@ -1,0 +1,110 @@
+"""The monai-smalldet command: synth -> detect -> froc, with a bad file in the batch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from monai_smalldet.cli import main
+from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli")
+    assert (
+        main(
+            ["synth", "--out", str(out / "data"), "--n-test", "3", "--scale", "0.1", "--seed", "2", "--quiet"]
+        )
+        == 0
+    )
+    torch.manual_seed(0)
+    save_checkpoint(
+        out / "model.pt",
+        build_network("n"),
+        NetworkSpec(tile_size_px=128, pixel_spacing_mm=0.7, scales=(1.0, 0.5)),
+    )
+    return out
+
+
+def test_detect_then_froc(dataset, capsys):
+    data, out = dataset / "data", dataset / "pred"
+    (data / "test" / "broken.dcm").write_bytes(b"not a dicom file")
+    code = main(
+        [
+            "detect",
+            str(data / "test"),
+            "--checkpoint",
+            str(dataset / "model.pt"),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    written = sorted(p.name for p in out.glob("*.json") if p.name != "failed.json")
+    assert len(written) == 3
+    failed = json.loads((out / "failed.json").read_text())
+    assert (
+        len(failed) == 1 and "broken.dcm" in failed[0]["image"] and failed[0]["error"] == "MammogramReadError"
+    )
+    payload = json.loads((out / written[0]).read_text())
+    h, w = payload["image_size_hw"]
+    assert payload["scales"] == [1.0, 0.5] and payload["pixel_spacing_mm"] == pytest.approx([0.7, 0.7])
+    for finding in payload["findings"]:
+        x1, y1, x2, y2 = finding["box"]
+        assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
+        assert finding["box_mm"][2] == pytest.approx(x2 * 0.7, rel=1e-6)
+    assert (
+        main(
+            [
+                "froc",
+                "--predictions",
+                str(out),
+                "--datalist",
+                str(data / "datalist.json"),
+                "--split",
+                "test",
+                "--out",
+                str(dataset / "froc"),
+                "--bootstrap",
+                "50",
+            ]
+        )
+        == 0
+    )
+    result = json.loads((dataset / "froc" / "froc.json").read_text())
+    assert result["missing_predictions"] == 0
+    assert (dataset / "froc" / "froc.png").stat().st_size > 1000
+    assert "0.3" in (dataset / "froc" / "froc.md").read_text()
+
+
+def test_detect_resume_skips_done_images(dataset):
+    out = dataset / "resume"
+    args = [
+        "detect",
+        str(dataset / "data" / "test"),
+        "--checkpoint",
+        str(dataset / "model.pt"),
+        "--out",
+        str(out),
+        "--quiet",
+        "--resume",
+        "--mode",
+        "whole",
+    ]
+    assert main(args) == 0
+    first = {p: p.stat().st_mtime_ns for p in out.glob("*.json") if p.name != "failed.json"}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in first} == first
+
+
+def test_detect_without_inputs_fails(tmp_path, dataset):
+    assert (
+        main(
+            ["detect", str(tmp_path), "--checkpoint", str(dataset / "model.pt"), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
