@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 __all__ = ["cache_dir", "configure_offline", "configure_ultralytics_settings"]
@@ -78,6 +79,9 @@ def configure_offline() -> Path:
     for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR"):
         Path(os.environ[key]).mkdir(parents=True, exist_ok=True)
     _place_font(Path(os.environ["YOLO_CONFIG_DIR"]))
+    # `import monai` loads holoscan (through monai.deploy), which warns about the thread stack
+    # size on every import; the warning concerns holoscan's own GPU operators, not this package
+    warnings.filterwarnings("ignore", message="Current stack size", category=RuntimeWarning)
     _CONFIGURED = True
     return root
 
