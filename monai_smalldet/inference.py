@@ -171,6 +171,7 @@ class MultiScaleDetector:
         self.crop = CropBreast() if crop_breast else None
         self.laterality = NormalizeLaterality() if normalize_laterality else None
         self.amp = bool(amp) and self.device.type == "cuda"
+        self.spec: NetworkSpec | None = None  # set by from_checkpoint
 
     @classmethod
     def from_checkpoint(
@@ -189,8 +190,6 @@ class MultiScaleDetector:
         detector = cls(network, device=device, **kwargs)
         detector.spec = spec
         return detector
-
-    spec: NetworkSpec | None = None
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
