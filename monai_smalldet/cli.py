@@ -12,9 +12,12 @@ Sub-commands:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["main"]
@@ -102,6 +105,46 @@ def _write_json_atomic(path: Path, payload: object) -> None:
     os.replace(tmp, path)
 
 
+class ImageTimeoutError(RuntimeError):
+    """An image took longer than the per-image time limit."""
+
+
+class _Deadline(BaseException):
+    """Raised by the alarm; a BaseException so that no ``except Exception`` on the way swallows it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None, path: Path) -> Iterator[None]:
+    """Raise :class:`ImageTimeoutError` if the block runs longer than ``seconds`` (main thread, POSIX)."""
+    if (
+        not seconds
+        or threading.current_thread() is not threading.main_thread()
+        or not hasattr(signal, "setitimer")
+    ):
+        yield
+        return
+
+    def _expired(signum: int, frame: object) -> None:
+        raise _Deadline
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Deadline:
+        raise ImageTimeoutError(f"{path}: time limit of {seconds:g} s per image exceeded") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove half-written files a killed run left (they are only ever temporary names)."""
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp*"):
+            tmp.unlink(missing_ok=True)
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -123,6 +166,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         return 2
     loader = LoadMammogram()
     out_dir: Path = args.out
+    _remove_stale_temporaries(out_dir)
     failed: list[dict[str, str]] = []
     done = 0
     for path in tqdm(files, desc="detecting", unit="img", disable=args.quiet):
@@ -132,8 +176,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             done += 1
             continue
         try:
-            image = loader(str(path))
-            result = detector.predict(image)
+            with _time_limit(args.time_limit_s, path):
+                image = loader(str(path))
+                result = detector.predict(image)
         except (MammogramReadError, ValueError, RuntimeError) as err:
             log.warning("skipped %s: %s", path, err)
             failed.append({"image": str(path), "error": type(err).__name__, "reason": str(err)})
@@ -271,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per image")
     p.add_argument("--overlay-threshold", type=float, default=0.25, help="lowest score drawn on overlays")
     p.add_argument("--resume", action="store_true", help="skip images whose JSON already exists")
+    p.add_argument(
+        "--time-limit-s", type=float, default=None, help="fail an image that takes longer than this"
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_detect)
 
