@@ -264,14 +264,21 @@ def read_mammogram(
 
     path_str = os.fspath(path)
     kind = _detect_format(path_str)
-    if kind == "dicom":
+    try:
+        if kind in ("png", "tiff"):
+            return _read_pillow(path_str, kind, float(default_spacing_mm), bits_stored)
+        if kind == "nifti":
+            return _read_nifti(path_str, float(default_spacing_mm), bits_stored)
+        # DICOM, or unknown content and suffix: pydicom has the last word (files without preamble)
         return _read_dicom(path_str, require_mg, apply_voi, float(default_spacing_mm))
-    if kind in ("png", "tiff"):
-        return _read_pillow(path_str, kind, float(default_spacing_mm), bits_stored)
-    if kind == "nifti":
-        return _read_nifti(path_str, float(default_spacing_mm), bits_stored)
-    # unknown content and suffix: give pydicom the last word (files without preamble)
-    return _read_dicom(path_str, require_mg, apply_voi, float(default_spacing_mm))
+    except MammogramReadError:
+        raise
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:  # a malformed file reaching a library error we did not foresee
+        # found by fuzzing (benchmarks/fuzz_dicom.py): e.g. pydicom's NotImplementedError for an
+        # unknown VR, raised lazily when a header attribute is first read
+        raise MammogramReadError(path_str, f"malformed file: {type(exc).__name__}: {exc}") from None
 
 
 def _detect_format(path: str) -> str | None:
