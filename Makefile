@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean map
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,19 @@ lint: $(STAMP)
 # pytest exits 5 when it collects no test: that is a failure here, as any non-zero exit.
 test: lint
 	$(PY) -m pytest -q
+
+# The MONAI Application Package (needs Docker with buildx and internet; see apps/README.md).
+# SDK 4.x is packaged by holoscan-cli 4.2's `holoscan package`, kept in its own venv.
+MODEL_DIR ?= bundle/models
+MAP_TAG   ?= monai-smalldet-mammo:0.1.0
+map:
+	@command -v docker >/dev/null || { echo "make map needs Docker (with buildx); see apps/README.md"; exit 1; }
+	test -x .venv-map/bin/holoscan || { $(PYTHON) -m venv .venv-map && \
+		.venv-map/bin/pip install 'holoscan-cli==4.2.0' 'monai-deploy-app-sdk==4.0.0'; }
+	rm -rf build/map_lib && mkdir -p build/map_lib && cp -r monai_smalldet build/map_lib/
+	.venv-map/bin/holoscan package apps/mammo_detect --config apps/mammo_detect/app.yaml \
+		--models $(MODEL_DIR) --add build/map_lib --platform x86_64 \
+		--sdk monai-deploy --sdk-version 4.0.0 --tag $(MAP_TAG)
 
 clean:
 	rm -rf demo_output .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Deployable applications built on monai_smalldet (MONAI Deploy App SDK)."""
