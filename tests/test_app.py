@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -398,3 +399,15 @@ def test_requirements_are_installed_here():
         pytest.skip("a requirement is not installed here and pip has no index offline")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Would install" not in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy is not installed")
+def test_sr_files_validate_with_dciodvfy(runs):
+    """David Clunie's validator: no error against the SR IOD (warnings are reported, not fatal)."""
+    _, out = runs["a"]
+    srs = sorted(out.rglob("*.sr.dcm"))
+    assert srs
+    for path in srs:
+        proc = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=120)
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], f"{path.name}: {errors}"
