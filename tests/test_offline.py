@@ -6,7 +6,8 @@ project cache at another. The hook records every socket operation that Python au
 that reaches beyond the process (``socket.connect``, ``socket.getaddrinfo``, name look-ups,
 ``sendto``, ``urllib.Request``, ``http.client.connect``); the checks then assert that none
 occurred and that ``HOME`` is still empty. A ``bind`` to the loopback address (urllib3 probes
-IPv6 support that way on import) sends nothing and is not counted.
+IPv6 support that way on import) sends nothing and is not counted. The hook sees Python-level
+socket use; native code that opens sockets on its own (none is known here) would not show.
 """
 
 from __future__ import annotations
@@ -89,3 +90,33 @@ def test_import_network_and_generator_make_no_network_attempt(tmp_path):
     )
     assert events == []
     assert (tmp_path / "cache" / "ultralytics" / "Ultralytics" / "Arial.ttf").is_file()
+
+
+@pytest.mark.slow
+def test_detect_command_and_deploy_app_make_no_network_attempt(tmp_path):
+    """The CLI's detect and the MONAI Deploy app, end to end on a synthetic study, offline."""
+    events = run_audited(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from pathlib import Path
+        import torch
+        from monai_smalldet.cli import main
+        from monai_smalldet.data.synthetic import generate_dataset
+        from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint
+        root = Path(os.environ["MONAI_SMALLDET_CACHE_DIR"]) / "run"
+        generate_dataset(root / "data", n_train=0, n_val=0, n_test=4, scale=0.08, progress=False)
+        torch.manual_seed(0)
+        spec = NetworkSpec(tile_size_px=128, pixel_spacing_mm=1.75, scales=(1.0, 0.5))
+        save_checkpoint(root / "model" / "model.pt", build_network("n"), spec)
+        assert main(["detect", str(root / "data" / "test"), "--checkpoint", str(root / "model" / "model.pt"),
+                     "--out", str(root / "pred"), "--quiet"]) == 0
+        from apps.mammo_detect.app import main as app_main
+        code = app_main(["mammo_detect", "-i", str(root / "data" / "test"), "-o", str(root / "app"),
+                         "-m", str(root / "model")])
+        assert code == 0, code
+        assert list((root / "app").rglob("*.sr.dcm"))
+        """,
+        tmp_path,
+    )
+    assert events == []
