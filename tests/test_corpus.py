@@ -163,3 +163,41 @@ def test_killed_run_leaves_no_partial_file_and_resumes(corpus, checkpoint, tmp_p
         p.stat().st_mtime_ns == before[p.name] for p in after if p.name in before
     )  # skipped, not redone
     assert not list(out.glob(".*.tmp*"))  # no temporary left behind
+
+
+@pytest.mark.slow
+def test_deploy_app_accounts_for_every_corpus_file(corpus, checkpoint, tmp_path):
+    """The MONAI Deploy app over the whole corpus: each file processed, failed with its reason,
+    skipped as a non-MG / For Processing series, or listed as not loadable; the run goes on."""
+    import pydicom
+
+    from apps.mammo_detect.app import main as app_main
+
+    folder, cases = corpus
+    out = tmp_path / "app"
+    assert app_main(["mammo_detect", "-i", str(folder), "-o", str(out), "-m", str(checkpoint.parent)]) == 0
+    run = json.loads((out / "run_summary.json").read_text())
+    done, failed, skipped_series = {}, {}, set()
+    for summary_file in out.glob("*/summary.json"):
+        summary = json.loads(summary_file.read_text())
+        done.update({Path(i["file"]).stem: i for i in summary["images"]})
+        failed.update({Path(i["file"]).stem: i for i in summary["failed"]})
+        skipped_series.update(s["series_instance_uid"] for s in summary["skipped"])
+    unloaded = {Path(u["file"]).stem for u in run["unloaded_files"]}
+    skipped_series.update(s["series_instance_uid"] for s in run["skipped_series"])
+    for name, case in cases.items():
+        if name in unloaded:
+            assert case.expect == "error", name
+        elif case.expect == "error":
+            assert case.reason.lower() in failed[name]["reason"].lower(), (name, failed.get(name))
+        elif name.startswith("modality_") or name == "for_processing":
+            assert pydicom.dcmread(case.path, stop_before_pixels=True).SeriesInstanceUID in skipped_series, (
+                name
+            )
+        else:
+            assert name in done, name
+            h, w = done[name]["image_size_hw"]
+            for finding in done[name]["findings"]:
+                x1, y1, x2, y2 = finding["box"]
+                assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
+    assert "Synthetic^" not in json.dumps(run)  # no patient name in the run summary

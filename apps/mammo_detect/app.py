@@ -154,6 +154,7 @@ class MammoDetectApp(Application):
             "num_images": sum(s["num_images"] for s in studies),
             "num_failed": sum(s["num_failed"] for s in studies),
             "unloaded_files": op.unloaded_files if op is not None else [],
+            "skipped_series": op.skipped_series if op is not None else [],
         }
 
 

@@ -277,6 +277,7 @@ class MammoDetectionOperator(Operator):
         self.model_path = Path(model_path)
         self.input_path = Path(input_path) if input_path is not None else None
         self.unloaded_files: list[dict[str, str]] = []
+        self.skipped_series: list[dict[str, Any]] = []  # series of studies with no selected image
         self.device = device
         self.detector = detector
         self.detector_overrides = {"fusion": "wbf", **dict(detector_overrides or {})}
@@ -333,6 +334,7 @@ class MammoDetectionOperator(Operator):
                     seen.add(_series_uid(sel.series))
 
         results: list[StudyResult] = []
+        skipped_studies: list[dict[str, Any]] = []
         for study in sorted(studies, key=_study_key):
             study_uid = _study_key(study)
             chosen = {_series_uid(s) for s in selected_by_study.get(study_uid, [])}
@@ -352,7 +354,8 @@ class MammoDetectionOperator(Operator):
                             "reason": "not a Modality MG For Presentation series",
                         }
                     )
-            if not chosen:
+            if not chosen:  # nothing to detect on: the study appears only in run_summary.json
+                skipped_studies.extend({"study_instance_uid": study_uid, **entry} for entry in skipped)
                 continue
             t0 = time.perf_counter()
             result = StudyResult(study_uid, None, skipped=skipped, model=dict(self.model_info))
@@ -376,6 +379,7 @@ class MammoDetectionOperator(Operator):
             result.seconds = time.perf_counter() - t0
             results.append(result)
         self.results = results
+        self.skipped_series = skipped_studies
         self.unloaded_files = self._unloaded(studies)
         op_output.emit(results, "results")
 

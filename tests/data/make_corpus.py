@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG2MPML, JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import MPEG2MPML, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
 from monai_smalldet.data.dicom import write_mammogram_dicom
 from monai_smalldet.data.synthetic import SynthConfig, generate_mammogram
@@ -51,9 +51,17 @@ def _write(path: Path, pixels: np.ndarray, **kwargs: Any) -> Path:
     return write_mammogram_dicom(path, pixels, **kwargs)
 
 
+def _renewed(ds: pydicom.Dataset, name: str) -> pydicom.Dataset:
+    """Give a copied dataset its own SOP instance and series UIDs (a PACS never repeats them)."""
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[name, "sop"])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[name, "series"])
+    return ds
+
+
 def _edit(src: Path, dst: Path, **attrs: Any) -> Path:
-    """Copy a DICOM file setting attributes (``None`` deletes one)."""
-    ds = pydicom.dcmread(src)
+    """Copy a DICOM file setting attributes (``None`` deletes one); a new instance in its own series."""
+    ds = _renewed(pydicom.dcmread(src), dst.name)
     for keyword, value in attrs.items():
         if value is None:
             if keyword in ds:
@@ -111,7 +119,7 @@ def make_corpus(out: str | Path) -> list[Case]:
             path = _write(out / f"bits_{bits}.dcm", scaled, bits_stored=bits)
         ok(f"bits_{bits}", path, bits_stored=bits, same_as="ok_mg_mono2")
     signed = (pixels.astype(np.int32) - 2048).astype(np.int16)
-    ds = pydicom.dcmread(base)
+    ds = _renewed(pydicom.dcmread(base), "signed")
     ds.PixelRepresentation = 1
     ds.PixelData = signed.tobytes()
     ds.WindowCenter, ds.WindowWidth = float(signed.min() + signed.max() + 1) / 2, float(signed.max() - signed.min() + 1)
@@ -122,11 +130,11 @@ def make_corpus(out: str | Path) -> list[Case]:
 
     # -- compression -------------------------------------------------------------------------
     for name, syntax in (("jpeg2000", JPEG2000Lossless), ("jpegls", JPEGLSLossless), ("rle", RLELossless)):
-        ds = pydicom.dcmread(base)
+        ds = _renewed(pydicom.dcmread(base), name)
         ds.compress(syntax)
         ds.save_as(out / f"{name}.dcm")
         ok(name, out / f"{name}.dcm", same_as="ok_mg_mono2")
-    ds = pydicom.dcmread(base)
+    ds = _renewed(pydicom.dcmread(base), "codec_absent")
     ds.file_meta.TransferSyntaxUID = MPEG2MPML
     ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" * 8])
     ds["PixelData"].VR = "OB"
