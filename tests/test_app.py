@@ -411,3 +411,34 @@ def test_sr_files_validate_with_dciodvfy(runs):
         proc = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=120)
         errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
         assert errors == [], f"{path.name}: {errors}"
+
+
+@pytest.mark.slow
+def test_fifty_studies_in_one_run_without_memory_growth(tmp_path):
+    """RSS once study 50 is detected stays within 10% of RSS once study 5 is (no leak per study)."""
+    from monai_smalldet.data.synthetic import generate_dataset
+    from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint
+
+    generate_dataset(tmp_path / "in", n_train=0, n_val=0, n_test=200, scale=0.05, progress=False, workers=2)
+    torch.manual_seed(0)
+    spec = NetworkSpec(tile_size_px=128, pixel_spacing_mm=1.4, scales=(1.0, 0.5))
+    save_checkpoint(tmp_path / "model" / "model.pt", build_network("n"), spec)
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "mammo_detect",
+                "-i",
+                str(tmp_path / "in" / "test"),
+                "-o",
+                str(out),
+                "-m",
+                str(tmp_path / "model"),
+            ]
+        )
+        == 0
+    )
+    studies = json.loads((out / "run_summary.json").read_text())["studies"]
+    assert len(studies) == 50 and sum(s["num_images"] for s in studies) == 200
+    rss = [s["rss_mb_after_detection"] for s in studies]  # studies in processing order
+    assert rss[49] <= 1.10 * rss[4], rss

@@ -145,6 +145,7 @@ class MammoDetectApp(Application):
                     "num_images": len(ok),
                     "num_failed": len(failed),
                     "num_findings": sum(len(i.findings) for i in ok),
+                    "rss_mb_after_detection": round(study.rss_mb, 1),
                 }
             )
         return {

@@ -188,6 +188,14 @@ class StudyResult:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    rss_mb: float = 0.0  # resident memory of the process once this study is detected
+
+
+def _rss_mb() -> float:
+    """Resident set size of this process in MiB (psutil)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def _study_key(study: Any) -> str:
@@ -377,6 +385,7 @@ class MammoDetectionOperator(Operator):
                         continue
                     result.images.append(image)
             result.seconds = time.perf_counter() - t0
+            result.rss_mb = _rss_mb()
             results.append(result)
         self.results = results
         self.skipped_series = skipped_studies
@@ -665,6 +674,7 @@ def study_summary(study: StudyResult, out_dir: str | os.PathLike[str]) -> dict[s
         "failed": failed,
         "skipped": study.skipped,
         "timings_s": {"study_total": round(study.seconds, 4)},
+        "rss_mb_after_detection": round(study.rss_mb, 1),
     }
 
 
