@@ -145,6 +145,21 @@ def _remove_stale_temporaries(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def _patient_identity(path: Path) -> dict[str, str | None]:
+    """Patient ID, name and birth date from a DICOM header (only written with --keep-phi)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # not DICOM (PNG, NIfTI): no identity to keep
+        return {"id": None, "name": None, "birth_date": None}
+    return {
+        "id": str(ds.get("PatientID", "") or "") or None,
+        "name": str(ds.get("PatientName", "") or "") or None,
+        "birth_date": str(ds.get("PatientBirthDate", "") or "") or None,
+    }
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -193,6 +208,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             "fusion": detector.fusion_name,
             **result.to_dict(),
         }
+        if args.keep_phi:
+            payload["patient"] = _patient_identity(path)
         _write_json_atomic(target, payload)
         if args.overlay:
             f = result.fused
@@ -318,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip images whose JSON already exists")
     p.add_argument(
         "--time-limit-s", type=float, default=None, help="fail an image that takes longer than this"
+    )
+    p.add_argument(
+        "--keep-phi", action="store_true", help="also write patient ID, name and birth date (off by default)"
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_detect)

@@ -108,3 +108,21 @@ def test_detect_without_inputs_fails(tmp_path, dataset):
         )
         == 2
     )
+
+
+def test_patient_identity_only_with_keep_phi(dataset):
+    source = sorted((dataset / "data" / "test").rglob("L_CC.dcm"))[0]
+    for flag, expect_name in (([], False), (["--keep-phi"], True)):
+        out = dataset / f"phi{len(flag)}"
+        args = [
+            "detect",
+            str(source),
+            "--checkpoint",
+            str(dataset / "model.pt"),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+        assert main(args + flag) == 0
+        text = next(p for p in out.glob("*.json") if p.name != "failed.json").read_text()
+        assert ("Synthetic^" in text) is expect_name
