@@ -39,7 +39,9 @@ class Case:
 
 def _mammogram(seed: int = 1, **config: Any) -> tuple[np.ndarray, np.ndarray]:
     """(12-bit stored MONOCHROME2 values, malignant boxes) of a small synthetic mammogram."""
-    m = generate_mammogram(seed, scale=SCALE, n_lesions=1, config=SynthConfig(p_benign=0.0, p_marker=0.0, **config))
+    m = generate_mammogram(
+        seed, scale=SCALE, n_lesions=1, config=SynthConfig(p_benign=0.0, p_marker=0.0, **config)
+    )
     return m.image, m.boxes
 
 
@@ -122,11 +124,17 @@ def make_corpus(out: str | Path) -> list[Case]:
     ds = _renewed(pydicom.dcmread(base), "signed")
     ds.PixelRepresentation = 1
     ds.PixelData = signed.tobytes()
-    ds.WindowCenter, ds.WindowWidth = float(signed.min() + signed.max() + 1) / 2, float(signed.max() - signed.min() + 1)
+    ds.WindowCenter, ds.WindowWidth = (
+        float(signed.min() + signed.max() + 1) / 2,
+        float(signed.max() - signed.min() + 1),
+    )
     ds.save_as(out / "signed.dcm")
     ok("signed", out / "signed.dcm", same_as="ok_mg_mono2")
-    ok("mono1", _write(out / "mono1.dcm", (4095 - pixels).astype(np.uint16), photometric="MONOCHROME1"),
-       same_as="ok_mg_mono2")
+    ok(
+        "mono1",
+        _write(out / "mono1.dcm", (4095 - pixels).astype(np.uint16), photometric="MONOCHROME1"),
+        same_as="ok_mg_mono2",
+    )
 
     # -- compression -------------------------------------------------------------------------
     for name, syntax in (("jpeg2000", JPEG2000Lossless), ("jpegls", JPEGLSLossless), ("rle", RLELossless)):
@@ -144,18 +152,33 @@ def make_corpus(out: str | Path) -> list[Case]:
 
     # -- what the header says ----------------------------------------------------------------
     for modality in ("CR", "MR", "CT"):
-        ok(f"modality_{modality}", _edit(base, out / f"modality_{modality}.dcm", Modality=modality), modality=modality)
-    ok("for_processing", _write(out / "for_processing.dcm", pixels, presentation_intent="FOR PROCESSING"),
-       presentation_intent="FOR PROCESSING")
+        ok(
+            f"modality_{modality}",
+            _edit(base, out / f"modality_{modality}.dcm", Modality=modality),
+            modality=modality,
+        )
+    ok(
+        "for_processing",
+        _write(out / "for_processing.dcm", pixels, presentation_intent="FOR PROCESSING"),
+        presentation_intent="FOR PROCESSING",
+    )
     nospacing = _edit(base, out / "no_spacing.dcm", ImagerPixelSpacing=None, PixelSpacing=None)
     ok("no_spacing", nospacing, spacing_source="default")
-    ok("no_laterality", _edit(base, out / "no_laterality.dcm", ImageLaterality=None, Laterality=None), laterality=None)
+    ok(
+        "no_laterality",
+        _edit(base, out / "no_laterality.dcm", ImageLaterality=None, Laterality=None),
+        laterality=None,
+    )
 
     # -- what the pixels hold ----------------------------------------------------------------
     ok("all_zero", _write(out / "all_zero.dcm", np.zeros_like(pixels)), all_zero=True)
     big = np.zeros((5700, 4200), np.uint16)
     big[1000:4700, :2500] = 1800
-    ok("larger_than_ffdm", _write(out / "larger_than_ffdm.dcm", big, pixel_spacing_mm=0.05), shape=[5700, 4200])
+    ok(
+        "larger_than_ffdm",
+        _write(out / "larger_than_ffdm.dcm", big, pixel_spacing_mm=0.05),
+        shape=[5700, 4200],
+    )
     small = np.full_like(pixels, 60)
     small[rows // 2 - 12 : rows // 2 + 12, :18] = 1500
     ok("very_small_breast", _write(out / "very_small_breast.dcm", small))
