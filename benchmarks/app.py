@@ -1,0 +1,93 @@
+"""Overhead of the MONAI Deploy application over the detector alone (goal: under 10%).
+
+Run: ``.venv/bin/python -m benchmarks.app [--scale 0.25] [--repeats 3]``. One synthetic
+four-view study (DICOM MG) and one randomly initialised yolov5n checkpoint (the speed does
+not depend on the weights). Timed, in one process:
+
+* ``detector``: ``LoadMammogram`` + ``MultiScaleDetector.predict`` on the four files;
+* ``app``: ``python -m apps.mammo_detect`` in-process, from the DICOM folder to the SRs, JSON
+  and overlays on disk (holoscan start-up, DICOM loading and series selection included).
+
+Writes ``benchmarks/results/app.json`` with the machine. Data are synthetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from apps.mammo_detect.app import main as app_main
+from benchmarks.machine import describe_machine
+from monai_smalldet.data.synthetic import generate_dataset
+from monai_smalldet.inference import MultiScaleDetector
+from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint
+from monai_smalldet.transforms import LoadMammogram
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.25, help="synthetic image scale (0.25: 1024 x 832)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "app.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        generate_dataset(
+            root / "data", n_train=0, n_val=0, n_test=4, seed=1, scale=args.scale, progress=False
+        )
+        spacing = 0.07 / args.scale
+        spec = NetworkSpec(tile_size_px=256, pixel_spacing_mm=spacing, scales=(1.0, 0.5, 0.25))
+        save_checkpoint(root / "model" / "model.pt", build_network("n"), spec)
+        files = sorted((root / "data" / "test").rglob("*.dcm"))
+        detector = MultiScaleDetector.from_checkpoint(root / "model" / "model.pt", device="cpu")
+        loader = LoadMammogram()
+        detector.predict(loader(str(files[0])))  # warm-up
+        det_s, app_s = [], []
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            for f in files:
+                detector.predict(loader(str(f)))
+            det_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            code = app_main(
+                [
+                    "mammo_detect",
+                    "-i",
+                    str(root / "data" / "test"),
+                    "-o",
+                    str(root / f"out{r}"),
+                    "-m",
+                    str(root / "model"),
+                ]
+            )
+            app_s.append(time.perf_counter() - t0)
+            if code != 0:
+                raise SystemExit(f"the app failed with exit code {code}")
+    det, app = statistics.median(det_s), statistics.median(app_s)
+    result = {
+        "benchmark": "deploy app vs detector alone, one 4-image study",
+        "data": f"synthetic, scale {args.scale}, 4 views",
+        "machine": describe_machine(),
+        "detector_s": det_s,
+        "app_s": app_s,
+        "detector_s_median": round(det, 3),
+        "app_s_median": round(app, 3),
+        "app_overhead_ratio": round(app / det - 1.0, 3),
+        "goal_overhead_ratio": 0.10,
+    }
+    print(
+        f"detector {det:.2f} s, app {app:.2f} s per study: overhead {100 * (app / det - 1):.0f}% (goal < 10%)"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
