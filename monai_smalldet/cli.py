@@ -95,6 +95,21 @@ def _output_name(path: Path, roots: Sequence[Path]) -> str:
     return name
 
 
+def _unique_output_names(files: Sequence[Path], roots: Sequence[Path]) -> dict[Path, str]:
+    """Output names per input file; two inputs with the same name (e.g. ``L_CC.dcm`` of two
+    patients given one by one) get a short hash of their full path so neither overwrites the other."""
+    import hashlib
+    from collections import Counter
+
+    names = {path: _output_name(path, roots) for path in files}
+    counts = Counter(names.values())
+    for path, name in names.items():
+        if counts[name] > 1:
+            digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+            names[path] = f"{name}-{digest}"
+    return names
+
+
 def _write_json_atomic(path: Path, payload: object) -> None:
     import json
     import os
@@ -184,8 +199,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     _remove_stale_temporaries(out_dir)
     failed: list[dict[str, str]] = []
     done = 0
+    names = _unique_output_names(files, args.inputs)
     for path in tqdm(files, desc="detecting", unit="img", disable=args.quiet):
-        name = _output_name(path, args.inputs)
+        name = names[path]
         target = out_dir / f"{name}.json"
         if args.resume and target.is_file():
             done += 1

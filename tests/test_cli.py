@@ -126,3 +126,32 @@ def test_patient_identity_only_with_keep_phi(dataset):
         assert main(args + flag) == 0
         text = next(p for p in out.glob("*.json") if p.name != "failed.json").read_text()
         assert ("Synthetic^" in text) is expect_name
+
+
+def test_same_file_names_from_different_folders_do_not_collide(dataset):
+    files = sorted((dataset / "data" / "test").rglob("L_CC.dcm"))
+    other = dataset / "copy" / "L_CC.dcm"
+    other.parent.mkdir(exist_ok=True)
+    other.write_bytes(files[0].read_bytes())
+    out = dataset / "collide"
+    assert (
+        main(
+            [
+                "detect",
+                str(files[0]),
+                str(other),
+                "--checkpoint",
+                str(dataset / "model.pt"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    written = [p for p in out.glob("*.json") if p.name != "failed.json"]
+    assert len(written) == 2
+    assert {json.loads(p.read_text())["image"] for p in written} == {
+        str(files[0].resolve()),
+        str(other.resolve()),
+    }
