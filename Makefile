@@ -14,7 +14,7 @@ $(PY):
 
 # Re-install when the project's dependency list changes.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev,deploy]'
+	$(PY) -m pip install --quiet -e '.[dev,deploy,onnx]'
 	touch $(STAMP)
 
 venv: $(STAMP)

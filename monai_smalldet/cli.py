@@ -184,7 +184,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from .transforms.io import LoadMammogram
     from .visualize import overlay_png
 
-    overrides = {"mode": args.mode, "fusion": args.fusion, "batch_size": args.batch_size}
+    overrides = {
+        "mode": args.mode,
+        "fusion": args.fusion,
+        "batch_size": args.batch_size,
+        "backend": args.backend,
+        "precision": args.precision,
+    }
     if args.scales:
         overrides["scales"] = tuple(args.scales)
     if args.tile_size:
@@ -344,8 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", type=float, nargs="+", help="pyramid factors (default: the checkpoint's)")
     p.add_argument("--tile-size", type=int, help="tile side in pixels (default: the checkpoint's)")
     p.add_argument("--fusion", default="wbf", help="wbf, nms, soft_nms or concat")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="tiles per network call (default: 1 on CPU, 16 on CUDA)"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per image")
     p.add_argument("--overlay-threshold", type=float, default=0.25, help="lowest score drawn on overlays")
     p.add_argument("--resume", action="store_true", help="skip images whose JSON already exists")

@@ -30,7 +30,7 @@ import torch
 from monai.data import MetaTensor
 
 from .fusion import Detections, get_fusion, merge_tile_duplicates
-from .networks import NetworkSpec, decode, load_checkpoint
+from .networks import NetworkRunner, NetworkSpec, decode, load_checkpoint
 from .transforms.crop import CropBreast
 from .transforms.frames import FrameRecord, tile_boxes_to_original
 from .transforms.laterality import NormalizeLaterality
@@ -55,6 +55,7 @@ class MultiScaleOutput:
         image_size_hw: (rows, columns) of the input image.
         pixel_spacing_mm: (row, column) spacing of the input when known.
         tiles_per_scale: number of network inputs run per level.
+        air_tiles_skipped: tiles of each level not run because they hold no breast.
         timings_s: wall-clock seconds per stage (``preprocess``, ``network``, ``postprocess``).
     """
 
@@ -64,6 +65,7 @@ class MultiScaleOutput:
     image_size_hw: tuple[int, int]
     pixel_spacing_mm: tuple[float, float] | None = None
     tiles_per_scale: list[int] = field(default_factory=list)
+    air_tiles_skipped: list[int] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +75,7 @@ class MultiScaleOutput:
             "pixel_spacing_mm": list(self.pixel_spacing_mm) if self.pixel_spacing_mm else None,
             "scales": list(self.scales),
             "tiles_per_scale": self.tiles_per_scale,
+            "air_tiles_skipped": self.air_tiles_skipped,
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
             "findings": self.fused.to_dict(scale_factors=self.scales)["detections"],
         }
@@ -94,7 +97,8 @@ class MultiScaleDetector:
         mode: ``"tiled"`` (systematic tiles, bounded memory) or ``"whole"`` (one pass per level).
         tile_size: tile side in pixels (paper: 1024).
         overlap: tile overlap as a fraction of the tile.
-        batch_size: tiles per network call, across levels.
+        batch_size: tiles per network call, across levels; ``None``: 1 on CPU (batching is
+            slower on a few-core CPU, ``benchmarks/speed.py``), 16 on CUDA.
         fusion: name of the cross-scale fusion (``wbf``, ``nms``, ``soft_nms``, ``concat``).
         fusion_kwargs: arguments of the fusion (e.g. ``iou_thr``, ``weights``, ``conf_type``).
         tile_iou_thr: overlap (intersection over the smaller box) above which one level's boxes
@@ -108,7 +112,13 @@ class MultiScaleDetector:
         crop_breast: crop away the air before the pyramid.
         normalize_laterality: mirror right breasts first (as in training).
         device: ``"cpu"``, ``"cuda"``, a :class:`torch.device`; ``None`` picks CUDA when present.
-        amp: fp16 autocast on CUDA.
+        amp: allow reduced precision when ``precision="auto"`` (``False``: fp32).
+        precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32),
+            ``"fp32"``, ``"bf16"``, ``"fp16"``.
+        backend: ``"torch"`` or ``"onnxruntime"`` (:class:`~monai_smalldet.networks.NetworkRunner`).
+        optimize: run a fused (Conv+BN), ``channels_last`` copy of the network. ``False`` runs
+            ``network`` itself (as the validation of a network still in training must).
+        skip_air_tiles: skip tiles in which the breast mask has no pixel (never computed on air).
 
     Example:
         .. code-block:: python
@@ -127,7 +137,7 @@ class MultiScaleDetector:
         mode: str = "tiled",
         tile_size: int = 1024,
         overlap: float = 0.1,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         fusion: str = "wbf",
         fusion_kwargs: Mapping[str, Any] | None = None,
         tile_iou_thr: float = 0.5,
@@ -140,10 +150,14 @@ class MultiScaleDetector:
         normalize_laterality: bool = True,
         device: str | torch.device | None = None,
         amp: bool = True,
+        precision: str = "auto",
+        backend: str = "torch",
+        optimize: bool = True,
+        skip_air_tiles: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if tile_size % _STRIDE:
             raise ValueError(
@@ -154,6 +168,8 @@ class MultiScaleDetector:
         )
         self.network = network.to(self.device).eval()
         self.mode = mode
+        if batch_size is None:
+            batch_size = 16 if self.device.type == "cuda" else 1
         self.batch_size = int(batch_size)
         self.pyramid = ScalePyramid(scales)
         self.scales = self.pyramid.scales
@@ -171,6 +187,15 @@ class MultiScaleDetector:
         self.crop = CropBreast() if crop_breast else None
         self.laterality = NormalizeLaterality() if normalize_laterality else None
         self.amp = bool(amp) and self.device.type == "cuda"
+        self.runner = NetworkRunner(
+            self.network,
+            self.device,
+            backend=backend,
+            precision=precision if amp or precision != "auto" else "fp32",
+            optimize=optimize,
+        )
+        self.skip_air_tiles = bool(skip_air_tiles)
+        self._mask = self.crop if self.crop is not None else CropBreast()
         self.spec: NetworkSpec | None = None  # set by from_checkpoint
 
     @classmethod
@@ -222,10 +247,21 @@ class MultiScaleDetector:
 
     def _run_network(self, batch: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Run the network on same-size (1, h, w) inputs; decoded boxes in input pixels."""
-        x = torch.from_numpy(np.stack(batch)).to(self.device, non_blocking=True)
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-            raw = self.network(x)
-        return decode(raw, **self.decode_kwargs)
+        x = torch.from_numpy(np.stack(batch))
+        return decode(self.runner(x), **self.decode_kwargs)
+
+    def _air_tile(self, mask: np.ndarray | None, step: int, tile: Any) -> bool:
+        """Whether ``tile`` holds no breast pixel (``mask``: breast mask of the level-1.0 image
+        subsampled by ``step``); conservative: the tile's footprint is widened by one mask cell."""
+        if mask is None:
+            return False
+        x0, y0 = tile.origin_px
+        size = np.asarray(tile.image).shape[-2:]
+        r0 = max(0, math.floor(y0 / tile.scale / step) - 1)
+        c0 = max(0, math.floor(x0 / tile.scale / step) - 1)
+        r1 = math.ceil((y0 + size[0]) / tile.scale / step) + 1
+        c1 = math.ceil((x0 + size[1]) / tile.scale / step) + 1
+        return not bool(mask[r0:r1, c0:c1].any())
 
     # -- the call ---------------------------------------------------------------------------
     def predict(
@@ -256,9 +292,16 @@ class MultiScaleDetector:
 
         # network inputs of every level: (level index, (1, s, s) array, frame to original)
         inputs: list[tuple[int, np.ndarray, FrameRecord]] = []
+        mask, step = None, 1
+        if self.mode == "tiled" and self.skip_air_tiles:
+            mask, step = self._mask.breast_mask_lowres(work)
+        skipped = [0] * len(levels)
         for level in levels:
             if self.mode == "tiled":
                 for tile in self.tiler(level.image, frame=level.frame, scale=level.scale, level=level.level):
+                    if self._air_tile(mask, step, tile):
+                        skipped[level.level] += 1
+                        continue
                     inputs.append((level.level, np.asarray(tile.image), tile.frame))
             else:
                 lvl = np.asarray(level.image)
@@ -309,6 +352,7 @@ class MultiScaleDetector:
             image_size_hw=(int(height), int(width)),
             pixel_spacing_mm=spacing,
             tiles_per_scale=[sum(1 for lv, _, _ in inputs if lv == i) for i in range(num)],
+            air_tiles_skipped=skipped,
             timings_s={"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0},
         )
 

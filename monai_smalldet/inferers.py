@@ -26,7 +26,8 @@ class MultiScaleInferer(Inferer):
 
     Args:
         detector_kwargs: arguments of :class:`MultiScaleDetector` (``scales``, ``mode``,
-            ``tile_size``, ``fusion``, ...), except the network, which comes with each call.
+            ``tile_size``, ``fusion``, ...), except the network, which comes with each call
+            and runs as it is (``optimize=False`` unless given: it may still be training).
         per_scale: also return each level's own detections under ``box_scale<i>`` /
             ``label_scores_scale<i>`` (for per-scale FROC, the paper's Table 3).
 
@@ -48,7 +49,8 @@ class MultiScaleInferer(Inferer):
         if self._detector is None or self._detector.network is not network:
             params = list(network.parameters())
             device = params[0].device if params else torch.device("cpu")
-            kwargs = {"device": device, **self.detector_kwargs}
+            # the network may still be training: run it as it is, not a fused snapshot
+            kwargs = {"device": device, "optimize": False, **self.detector_kwargs}
             self._detector = MultiScaleDetector(network, **kwargs)
         return self._detector
 
@@ -68,6 +70,7 @@ class MultiScaleInferer(Inferer):
             )
         was_training = network.training
         detector = self.detector(network)
+        network.eval()
         try:
             outputs = []
             for image in images:

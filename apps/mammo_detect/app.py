@@ -60,6 +60,15 @@ SELECTION_RULES = json.dumps(
 )
 
 
+ENV_OVERRIDES = {"MAMMO_DETECT_BACKEND": "backend", "MAMMO_DETECT_PRECISION": "precision"}
+
+
+def env_detector_overrides(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Detector options given by environment variables (how a MAP container is configured)."""
+    environ = dict(os.environ if environ is None else environ)
+    return {key: environ[name] for name, key in ENV_OVERRIDES.items() if environ.get(name)}
+
+
 class MammoDetectApp(Application):
     """DICOM loader -> MG series selector -> multi-scale detection -> SR / JSON / PNG writers.
 
@@ -70,7 +79,9 @@ class MammoDetectApp(Application):
         detector: an already built ``MultiScaleDetector`` to use instead of loading the model
             path's checkpoint (tests).
         device: torch device for the model (``None``: CUDA when present).
-        detector_overrides: keyword arguments for ``MultiScaleDetector.from_checkpoint``.
+        detector_overrides: keyword arguments for ``MultiScaleDetector.from_checkpoint``;
+            by default the ``MAMMO_DETECT_BACKEND`` (``torch``/``onnxruntime``) and
+            ``MAMMO_DETECT_PRECISION`` (``auto``/``fp32``/``bf16``/``fp16``) variables, when set.
     """
 
     name = "mammo_detect"
@@ -87,6 +98,8 @@ class MammoDetectApp(Application):
     ) -> None:
         self._detector = detector
         self._device = device
+        if detector_overrides is None:
+            detector_overrides = env_detector_overrides()
         self._detector_overrides = detector_overrides
         self.detection_op: MammoDetectionOperator | None = None
         self.output_path: Path | None = None

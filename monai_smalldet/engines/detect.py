@@ -15,8 +15,10 @@ def run_detect(
     *,
     mode: str = "tiled",
     fusion: str = "wbf",
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str | None = None,
+    backend: str = "torch",
+    precision: str = "auto",
     overlay: bool = False,
     resume: bool = False,
 ) -> str:
@@ -28,7 +30,8 @@ def run_detect(
             share a file name.
         checkpoint: ``model.pt`` with its ``model.json`` spec beside it.
         output_dir: where the JSON files (and overlays) go.
-        mode, fusion, batch_size, device, overlay, resume: the command's options.
+        mode, fusion, batch_size, device, backend, precision, overlay, resume: the command's
+            options.
 
     Returns:
         ``output_dir``.
@@ -50,10 +53,14 @@ def run_detect(
         mode,
         "--fusion",
         fusion,
-        "--batch-size",
-        str(int(batch_size)),
+        "--backend",
+        backend,
+        "--precision",
+        precision,
         "--quiet",
     ]
+    if batch_size is not None:
+        argv += ["--batch-size", str(int(batch_size))]
     if device:
         argv += ["--device", str(device)]
     if overlay:

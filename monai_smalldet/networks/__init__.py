@@ -6,12 +6,18 @@ This subpackage is the only door to ultralytics in the project; it runs offline 
 
 from __future__ import annotations
 
-from .checkpoint import CheckpointError, NetworkSpec, load_checkpoint, save_checkpoint
+from .backends import BACKENDS, PRECISIONS, NetworkRunner, cpu_supports_bf16, resolve_precision
+from .checkpoint import CheckpointError, NetworkSpec, load_checkpoint, load_weights, save_checkpoint
 from .decode import decode
 from .loss import DetectionLoss
 from .yolo import VARIANTS, build_network
 
 __all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "NetworkRunner",
+    "cpu_supports_bf16",
+    "resolve_precision",
     "VARIANTS",
     "CheckpointError",
     "DetectionLoss",
@@ -19,5 +25,6 @@ __all__ = [
     "build_network",
     "decode",
     "load_checkpoint",
+    "load_weights",
     "save_checkpoint",
 ]

@@ -20,7 +20,7 @@ import torch
 
 from .yolo import build_network
 
-__all__ = ["CheckpointError", "NetworkSpec", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "NetworkSpec", "load_checkpoint", "load_weights", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 
@@ -135,3 +135,25 @@ def load_checkpoint(
             path, f"weights do not fit yolov5{spec.variant} ({spec.num_classes} classes): {err}"
         ) from err
     return network.to(map_location).eval(), spec
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike[str] | None) -> torch.nn.Module:
+    """Start ``network`` from the weights of checkpoint ``path`` (fine-tuning, continuing a run).
+
+    ``None`` returns ``network`` unchanged (random initialisation), so a config can write
+    ``network: "$load_weights(@network_def, @init_checkpoint)"`` with ``init_checkpoint: null``.
+
+    Raises:
+        CheckpointError: the checkpoint is unreadable or its network differs from ``network``.
+    """
+    if path is None:
+        return network
+    source, spec = load_checkpoint(path)
+    try:
+        network.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            Path(path),
+            f"its yolov5{spec.variant} ({spec.num_classes} classes) does not fit the network: {err}",
+        ) from err
+    return network

@@ -1,0 +1,194 @@
+"""Run the detector network as fast as the hardware allows, with the same answers.
+
+A :class:`NetworkRunner` turns a trained network into a callable ``x (B, 1, h, w) float32 ->
+head output (B, 4 + nc, anchors)`` for inference only:
+
+- ``torch`` backend: a copy of the network with Conv+BatchNorm folded (ultralytics' ``fuse``),
+  in ``channels_last`` memory format on CPU, under ``torch.inference_mode`` and an autocast
+  of the chosen precision;
+- ``onnxruntime`` backend: the same fused network exported to ONNX (dynamic batch and size)
+  and run by ONNX Runtime's CPU (or CUDA) provider, fp32.
+
+Precision ``"auto"`` picks fp16 on CUDA, bf16 on a CPU that computes bf16 natively
+(AVX-512 BF16 or AMX) and fp32 elsewhere: emulated bf16 is slower than fp32. The trained
+network passed in is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from typing import Any
+
+import torch
+
+__all__ = ["BACKENDS", "PRECISIONS", "NetworkRunner", "cpu_supports_bf16", "resolve_precision"]
+
+BACKENDS = ("torch", "onnxruntime")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device | str, backend: str = "torch") -> str:
+    """The precision that ``precision`` means on ``device`` (``fp32``, ``bf16`` or ``fp16``).
+
+    Raises:
+        ValueError: unknown precision, fp16 asked on CPU, or a reduced precision asked of the
+            onnxruntime backend (it runs the fp32 graph).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    kind = torch.device(device).type
+    if backend == "onnxruntime":
+        if precision not in ("auto", "fp32"):
+            raise ValueError(f"the onnxruntime backend runs fp32 only, got precision {precision!r}.")
+        return "fp32"
+    if precision == "auto":
+        if kind == "cuda":
+            return "fp16"
+        return "bf16" if kind == "cpu" and cpu_supports_bf16() else "fp32"
+    if precision == "fp16" and kind != "cuda":
+        raise ValueError("fp16 inference needs a CUDA device; use bf16 or fp32 on CPU.")
+    return precision
+
+
+def _fused_copy(network: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy of ``network`` with Conv+BatchNorm folded where the model knows how."""
+    net = copy.deepcopy(network).eval()
+    fuse = getattr(net, "fuse", None)
+    if callable(fuse):
+        net = fuse(verbose=False) or net
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class _HeadOnly(torch.nn.Module):
+    """The network with only the decoded head output ``(B, 4 + nc, anchors)`` returned."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.network(x)
+        return y[0] if isinstance(y, (tuple, list)) else y
+
+
+class NetworkRunner:
+    """Inference-only execution of a detector network.
+
+    Args:
+        network: the trained network (not modified; a fused copy is made when ``optimize``).
+        device: where to run.
+        backend: ``"torch"`` or ``"onnxruntime"`` (needs the ``onnx`` extra).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` (see :func:`resolve_precision`).
+        optimize: fold Conv+BatchNorm and use ``channels_last`` on CPU (ultralytics models; any
+            other network runs as given). ``False`` runs ``network`` itself, so a network that
+            is still training is seen as it is now.
+        threads: ONNX Runtime intra-op threads (``None``: torch's thread count).
+
+    Example:
+        .. code-block:: python
+
+            runner = NetworkRunner(network, "cpu", backend="torch", precision="auto")
+            raw = runner(torch.rand(4, 1, 1024, 1024))       # (4, 4 + nc, anchors)
+            preds = decode(raw)
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        device: torch.device | str = "cpu",
+        *,
+        backend: str = "torch",
+        precision: str = "auto",
+        optimize: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+        self.device = torch.device(device)
+        self.backend = backend
+        self.precision = resolve_precision(precision, self.device, backend)
+        # only ultralytics models know how to fold their BatchNorms; other networks run as given
+        self.optimize = (bool(optimize) or backend == "onnxruntime") and callable(
+            getattr(network, "fuse", None)
+        )
+        self.channels_last = self.optimize and self.device.type == "cpu" and backend == "torch"
+        if self.optimize:
+            net = _fused_copy(network).to(self.device)
+            if self.channels_last:
+                net = net.to(memory_format=torch.channels_last)
+        else:
+            net = network
+        self.network = net
+        self._session: Any = None
+        if backend == "onnxruntime":
+            self._session = self._onnx_session(net, threads)
+
+    def _onnx_session(self, net: torch.nn.Module, threads: int | None) -> Any:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:  # pragma: no cover - depends on the extra installed
+            raise ImportError(
+                "the onnxruntime backend needs the 'onnx' extra: pip install 'monai-smalldet[onnx]'"
+            ) from err
+        from ultralytics.nn.modules import Detect
+
+        head = _HeadOnly(copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format)).eval()
+        for module in head.modules():
+            if isinstance(module, Detect):
+                module.dynamic = True  # anchors from the input size inside the graph
+                module.export = True
+                module.format = "onnx"
+        buffer = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
+            torch.onnx.export(
+                head,
+                (torch.zeros(1, 1, 64, 64),),
+                buffer,
+                dynamo=False,
+                input_names=["image"],
+                output_names=["pred"],
+                opset_version=17,
+                dynamic_axes={
+                    "image": {0: "batch", 2: "height", 3: "width"},
+                    "pred": {0: "batch", 2: "anchors"},
+                },
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        providers = ["CPUExecutionProvider"]
+        if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        return ort.InferenceSession(buffer.getvalue(), options, providers=providers)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Head output ``(B, 4 + nc, anchors)`` in float32 for ``x`` ``(B, C, h, w)``."""
+        if self._session is not None:
+            out = self._session.run(None, {"image": x.detach().float().cpu().numpy()})[0]
+            return torch.from_numpy(out)
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = _DTYPES.get(self.precision)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            y = self.network(x)
+        y = y[0] if isinstance(y, (tuple, list)) else y
+        return y.float()
+
+    def __repr__(self) -> str:
+        return (
+            f"NetworkRunner(backend={self.backend!r}, precision={self.precision!r}, "
+            f"device={str(self.device)!r}, optimize={self.optimize})"
+        )

@@ -1,0 +1,146 @@
+"""Fast inference: the optimised paths give the answers of the plain network.
+
+Real yolov5n networks (random weights; the equality checks do not need trained ones):
+Conv+BN folding and ``channels_last``, the ONNX Runtime backend (dynamic batch and size),
+bf16 autocast, skipping tiles that hold no breast, and the switches of the CLI and the app.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from monai_smalldet.inference import MultiScaleDetector
+from monai_smalldet.networks import (
+    NetworkRunner,
+    build_network,
+    cpu_supports_bf16,
+    resolve_precision,
+)
+from tests.fakes import BrightSquareNet
+
+
+@pytest.fixture(scope="module")
+def network() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_network("n").eval()
+    # random BatchNorm statistics, so that folding them is not a no-op
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def _plain(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return net(x)[0]
+
+
+def test_precision_resolution() -> None:
+    assert resolve_precision("auto", "cuda") == "fp16"
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu", backend="onnxruntime") == "fp32"
+    with pytest.raises(ValueError, match="fp16 inference needs a CUDA"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="onnxruntime backend runs fp32"):
+        resolve_precision("bf16", "cpu", backend="onnxruntime")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int8", "cpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        NetworkRunner(build_network("n"), "cpu", backend="tensorrt")
+
+
+def test_fused_channels_last_runner_matches_and_leaves_the_network_alone(network) -> None:
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
+    runner = NetworkRunner(network, "cpu", precision="fp32")
+    assert runner.optimize and runner.channels_last
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in runner.network.modules())
+    x = torch.rand(2, 1, 256, 192)
+    ref, got = _plain(network, x), runner(x)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got[:, :4], ref[:, :4], rtol=0, atol=1e-2)  # box pixels
+    torch.testing.assert_close(got[:, 4:], ref[:, 4:], rtol=0, atol=1e-5)  # scores
+    # the trained network is untouched: same weights, BatchNorms still there, contiguous
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules()) == n_bn
+    for k, v in network.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous()
+
+
+def test_onnxruntime_backend_gives_the_same_boxes(network) -> None:
+    pytest.importorskip("onnxruntime")
+    runner = NetworkRunner(network, "cpu", backend="onnxruntime")
+    for shape in [(3, 1, 256, 256), (1, 1, 320, 160)]:  # dynamic batch and size
+        x = torch.rand(*shape)
+        ref, got = _plain(network, x), runner(x)
+        assert got.shape == ref.shape
+        # boxes (cx, cy, w, h) within 0.01 px, scores within 1e-5: the same findings
+        torch.testing.assert_close(got[:, :4], ref[:, :4], rtol=0, atol=1e-2)
+        torch.testing.assert_close(got[:, 4:], ref[:, 4:], rtol=0, atol=1e-5)
+
+
+def test_bf16_autocast_runs_and_stays_close(network) -> None:
+    runner = NetworkRunner(network, "cpu", precision="bf16")
+    x = torch.rand(1, 1, 128, 128)
+    ref, got = _plain(network, x), runner(x)
+    assert got.dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa: boxes within a few pixels, scores within 0.01
+    assert (got[:, :4] - ref[:, :4]).abs().max() < 8.0
+    assert (got[:, 4:] - ref[:, 4:]).abs().max() < 0.01
+
+
+def _notched_breast(shape=(1024, 1024)) -> np.ndarray:
+    """A breast touching the top and left edges whose lower-right corner is air inside the
+    crop box, with a bright square near the boundary."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    breast = (xx / (0.95 * w)) ** 2 + (yy / (0.95 * h)) ** 2 < 1
+    img = np.where(breast, 0.4, 0.0).astype(np.float32)
+    img[300:340, 600:640] = 1.0
+    return img
+
+
+def test_air_tiles_are_skipped_without_losing_findings() -> None:
+    img = _notched_breast()
+    kwargs = {"tile_size": 256, "overlap": 0.0, "scales": (1.0, 0.5), "device": "cpu", "crop_breast": True}
+    fast = MultiScaleDetector(BrightSquareNet(), **kwargs).predict(img, laterality="L")
+    full = MultiScaleDetector(BrightSquareNet(), skip_air_tiles=False, **kwargs).predict(img, laterality="L")
+    # the quarter disc leaves the far corner of the 4 x 4 grid as air
+    assert fast.air_tiles_skipped[0] >= 1
+    assert sum(fast.tiles_per_scale) + sum(fast.air_tiles_skipped) == sum(full.tiles_per_scale)
+    assert full.air_tiles_skipped == [0, 0]
+    np.testing.assert_allclose(fast.fused.boxes, full.fused.boxes)
+    np.testing.assert_allclose(fast.fused.boxes[0], [600, 300, 640, 340], atol=1.0)
+    assert json.loads(json.dumps(fast.to_dict()))["air_tiles_skipped"] == fast.air_tiles_skipped
+
+
+def test_inferer_sees_a_network_that_is_still_training() -> None:
+    """The validation inferer must not run a fused snapshot of the weights."""
+    from monai_smalldet.inferers import MultiScaleInferer
+
+    torch.manual_seed(0)
+    net = build_network("n")
+    inferer = MultiScaleInferer(tile_size=128, scales=(1.0,), device="cpu", conf_thres=0.0)
+    image = torch.rand(1, 1, 256, 256)
+    first = inferer([image[0]], net)[0]["label_scores"].clone()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.5)
+    second = inferer([image[0]], net)[0]["label_scores"]
+    assert not torch.equal(first[: len(second)], second[: len(first)])
+    assert net.training  # left in the mode it came in
+
+
+def test_app_reads_backend_and_precision_from_the_environment() -> None:
+    from apps.mammo_detect.app import env_detector_overrides
+
+    env = {"MAMMO_DETECT_BACKEND": "onnxruntime", "MAMMO_DETECT_PRECISION": "fp32", "OTHER": "x"}
+    assert env_detector_overrides(env) == {"backend": "onnxruntime", "precision": "fp32"}
+    assert env_detector_overrides({"MAMMO_DETECT_BACKEND": ""}) == {}
