@@ -301,9 +301,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not datalist.is_file():
         generate_dataset(
             out / "data",
-            n_train=16,
-            n_val=4,
-            n_test=8,
+            n_train=8,
+            n_val=0,
+            n_test=args.n_test,
             seed=args.seed,
             scale=args.scale,
             workers=args.workers,
@@ -311,7 +311,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     items = load_datalist(datalist, "training")[:8] + load_datalist(datalist, "test")[:4]
     sheet = preview_sheet(items, out / "preview.png")
     print(f"dataset: {datalist}\npreview: {sheet}")
-    return 0
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        print(f"no model at {checkpoint}: train one with the bundle (bundle/docs/README.md)", file=sys.stderr)
+        return 2
+    predictions = out / "predictions"
+    detect = [
+        "detect",
+        str(out / "data" / "test"),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(predictions),
+    ]
+    code = main([*detect, "--overlay", "--resume", "--quiet"])
+    if code != 0:
+        return code
+    code = main(
+        ["froc", "--predictions", str(predictions), "--datalist", str(datalist), "--split", "test"]
+        + ["--out", str(out / "froc")]
+    )
+    print(f"predictions and overlays: {predictions}\nFROC: {out / 'froc'} (synthetic data)")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,10 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_froc)
 
-    p = sub.add_parser("demo", help="the main job: synthetic data -> preview (grows with the project)")
+    p = sub.add_parser(
+        "demo", help="the main job: synthetic data -> preview -> detection with a model -> FROC and overlays"
+    )
     p.add_argument("--out", type=Path, default=Path("demo_output"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=float, default=0.25)
+    p.add_argument(
+        "--checkpoint", type=Path, default=Path("bundle/models/model.pt"), help="model to detect with"
+    )
+    p.add_argument("--seed", type=int, default=7, help="dataset seed (0 is the bundle's training data)")
+    p.add_argument(
+        "--scale", type=float, default=0.25, help="image scale (the shipped model's profile: 0.25)"
+    )
+    p.add_argument("--n-test", type=_positive_int, default=20, help="test images detected and scored")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=_cmd_demo)
     return parser

@@ -101,6 +101,31 @@ def test_detect_resume_skips_done_images(dataset):
     assert {p: p.stat().st_mtime_ns for p in first} == first
 
 
+def test_detect_backends_write_the_same_findings(dataset):
+    pytest.importorskip("onnxruntime")
+    found = {}
+    for backend in ("torch", "onnxruntime"):
+        out = dataset / f"backend_{backend}"
+        args = ["detect", str(dataset / "data" / "test"), "--checkpoint", str(dataset / "model.pt")]
+        args += ["--out", str(out), "--quiet", "--backend", backend, "--precision", "fp32"]
+        assert main(args) == 0
+        found[backend] = {
+            p.name: json.loads(p.read_text())["findings"]
+            for p in out.glob("*.json")
+            if p.name != "failed.json"
+        }
+    assert found["torch"].keys() == found["onnxruntime"].keys() and len(found["torch"]) == 3
+    for name, ref in found["torch"].items():
+        top = sorted(ref, key=lambda f: -f["score"])[:3]
+        for finding in top:  # the strongest findings: same box and score (1e-4)
+            other = found["onnxruntime"][name]
+            best = min(
+                other, key=lambda f: max(abs(a - b) for a, b in zip(f["box"], finding["box"], strict=True))
+            )
+            assert max(abs(a - b) for a, b in zip(best["box"], finding["box"], strict=True)) < 2.0
+            assert abs(best["score"] - finding["score"]) < 1e-4
+
+
 def test_detect_without_inputs_fails(tmp_path, dataset):
     assert (
         main(
@@ -155,3 +180,19 @@ def test_same_file_names_from_different_folders_do_not_collide(dataset):
         str(files[0].resolve()),
         str(other.resolve()),
     }
+
+
+def test_demo_runs_the_whole_chain(dataset, tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--scale", "0.1", "--n-test", "2", "--workers", "1"]
+    assert main([*args, "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "no model at" in capsys.readouterr().err
+    assert (out / "preview.png").is_file()
+    assert main([*args, "--checkpoint", str(dataset / "model.pt")]) == 0
+    results = sorted(p.name for p in (out / "predictions").glob("*.json") if p.name != "failed.json")
+    assert json.loads((out / "predictions" / "failed.json").read_text()) == []
+    overlays = sorted((out / "predictions").glob("*.png"))
+    assert len(results) == 2 and len(overlays) == 2, (results, overlays)
+    froc = json.loads((out / "froc" / "froc.json").read_text())
+    assert froc["num_images"] == 2 and froc["missing_predictions"] == 0
+    assert (out / "froc" / "froc.png").is_file()

@@ -14,6 +14,7 @@ from monai_smalldet.networks import (
     build_network,
     decode,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
 )
 
@@ -166,3 +167,16 @@ def test_checkpoint_errors_name_the_file(tmp_path, net):
     (tmp_path / "m.json").write_text('{"variant": "n", "colour": 1}')
     with pytest.raises(CheckpointError, match="unknown spec fields"):
         load_checkpoint(path)
+
+
+def test_load_weights_starts_a_network_from_a_checkpoint(tmp_path, net):
+    path = save_checkpoint(tmp_path / "start.pt", net, NetworkSpec(variant="n"))
+    torch.manual_seed(123)
+    fresh = build_network("n")
+    assert load_weights(fresh, None) is fresh  # null in the config: random initialisation
+    assert not torch.equal(fresh.state_dict()["model.0.conv.weight"], net.state_dict()["model.0.conv.weight"])
+    assert load_weights(fresh, path) is fresh
+    for k, v in net.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    with pytest.raises(CheckpointError, match=r"start\.pt.*does not fit"):
+        load_weights(build_network("n", num_classes=2), path)
