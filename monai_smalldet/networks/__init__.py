@@ -6,7 +6,14 @@ This subpackage is the only door to ultralytics in the project; it runs offline 
 
 from __future__ import annotations
 
-from .backends import BACKENDS, PRECISIONS, NetworkRunner, cpu_supports_bf16, resolve_precision
+from .backends import (
+    BACKENDS,
+    PRECISIONS,
+    NetworkRunner,
+    cpu_supports_bf16,
+    head_output_only,
+    resolve_precision,
+)
 from .checkpoint import CheckpointError, NetworkSpec, load_checkpoint, load_weights, save_checkpoint
 from .decode import decode
 from .loss import DetectionLoss
@@ -17,6 +24,7 @@ __all__ = [
     "PRECISIONS",
     "NetworkRunner",
     "cpu_supports_bf16",
+    "head_output_only",
     "resolve_precision",
     "VARIANTS",
     "CheckpointError",

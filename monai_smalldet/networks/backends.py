@@ -23,7 +23,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["BACKENDS", "PRECISIONS", "NetworkRunner", "cpu_supports_bf16", "resolve_precision"]
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "NetworkRunner",
+    "cpu_supports_bf16",
+    "head_output_only",
+    "resolve_precision",
+]
 
 BACKENDS = ("torch", "onnxruntime")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -71,16 +78,21 @@ def _fused_copy(network: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
-class _HeadOnly(torch.nn.Module):
-    """The network with only the decoded head output ``(B, 4 + nc, anchors)`` returned."""
+def head_output_only(network: torch.nn.Module, dynamic: bool = True) -> torch.nn.Module:
+    """Make ``network``'s eval-mode forward return only the head output ``(B, 4 + nc, anchors)``.
 
-    def __init__(self, network: torch.nn.Module) -> None:
-        super().__init__()
-        self.network = network
+    Sets ultralytics' ``Detect.export`` (and ``dynamic``: anchors from each input's size) on
+    ``network`` itself and returns it; training mode is unchanged and the state_dict keys stay
+    the same, so checkpoints load as they are. The form for ``verify_net_in_out``,
+    ``ckpt_export`` (TorchScript trace) and ONNX export.
+    """
+    from ultralytics.nn.modules import Detect
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.network(x)
-        return y[0] if isinstance(y, (tuple, list)) else y
+    for module in network.modules():
+        if isinstance(module, Detect):
+            module.export = True
+            module.dynamic = bool(dynamic)
+    return network
 
 
 class NetworkRunner:
@@ -142,14 +154,8 @@ class NetworkRunner:
             raise ImportError(
                 "the onnxruntime backend needs the 'onnx' extra: pip install 'monai-smalldet[onnx]'"
             ) from err
-        from ultralytics.nn.modules import Detect
-
-        head = _HeadOnly(copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format)).eval()
-        for module in head.modules():
-            if isinstance(module, Detect):
-                module.dynamic = True  # anchors from the input size inside the graph
-                module.export = True
-                module.format = "onnx"
+        head = head_output_only(copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format))
+        head.eval()
         buffer = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
