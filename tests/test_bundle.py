@@ -182,22 +182,11 @@ def test_multi_gpu_config_trains_two_gloo_ranks_that_agree(trained: Path, tmp_pa
     report = tmp_path / "ranks"
     report.mkdir()
     extra = tmp_path / "report.json"
-    rank_file = f"os.path.join({str(report)!r}, f'rank{{torch.distributed.get_rank()}}.json')"
-    write = f"$open({rank_file}, 'w').write(__import__('json').dumps(@validate#evaluator.state.metrics))"
-    extra.write_text(
-        json.dumps(
-            {
-                "imports": [
-                    "$import json",
-                    "$import os",
-                    "$import torch",
-                    "$import monai",
-                    "$import monai_smalldet",
-                ],
-                "finalize": [write, "$torch.distributed.destroy_process_group()"],
-            }
-        )
-    )
+    # (no "import" in the expression: MONAI would parse it as an import statement)
+    rank_file = f"os.path.join({str(report)!r}, 'rank' + str(torch.distributed.get_rank()) + '.pt')"
+    write = f"$torch.save(dict(@validate#evaluator.state.metrics), {rank_file})"
+    # (no "imports" key: it would replace train.yaml's list)
+    extra.write_text(json.dumps({"finalize": [write, "$torch.distributed.destroy_process_group()"]}))
     overrides = {**_tiny(trained), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
     overrides["synthetic#n_val"] = 2
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -214,7 +203,9 @@ def test_multi_gpu_config_trains_two_gloo_ranks_that_agree(trained: Path, tmp_pa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
+    import torch
+
+    ranks = [torch.load(report / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0] == ranks[1] and "val_froc" in ranks[0]
     _, spec = load_checkpoint(tmp_path / "models" / "model_final.pt")  # rank 0 wrote it
     assert spec.extra["final"] is True
