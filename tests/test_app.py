@@ -31,6 +31,7 @@ from apps.mammo_detect.operators import find_checkpoint, output_paths, safe_name
 from monai_smalldet.data.dicom import write_mammogram_dicom  # noqa: E402
 from monai_smalldet.inference import MultiScaleDetector  # noqa: E402
 from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint  # noqa: E402
+from tests.fakes import BrightSquareNet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "apps" / "mammo_detect"
@@ -39,27 +40,6 @@ SPACING = 0.7
 LESION = (40, 120, 64, 144)  # x1, y1, x2, y2 on the left CC
 VIEWS = [("L", "CC", LESION), ("L", "MLO", None), ("R", "CC", None), ("R", "MLO", None)]
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-
-
-class BrightRegionNet(torch.nn.Module):
-    """Eval-mode YOLO output (B, 4 + 1, 1): the region above ``level`` of each input, score 0.9."""
-
-    def __init__(self, level: float = 0.75) -> None:
-        super().__init__()
-        self.level = level
-
-    def forward(self, x: torch.Tensor):
-        out = torch.zeros(x.shape[0], 5, 1)
-        for i, img in enumerate(x[:, 0]):
-            on = img > self.level
-            if not on.any():
-                continue
-            rows = torch.nonzero(on.any(dim=1)).flatten()
-            cols = torch.nonzero(on.any(dim=0)).flatten()
-            x1, x2 = float(cols[0]), float(cols[-1]) + 1
-            y1, y2 = float(rows[0]), float(rows[-1]) + 1
-            out[i, :, 0] = torch.tensor([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, 0.9])
-        return out, {}
 
 
 def _pixels(laterality: str, square=None, shape=SHAPE) -> np.ndarray:
@@ -143,7 +123,7 @@ def study(tmp_path_factory) -> dict:
 
 def _fake_detector() -> MultiScaleDetector:
     return MultiScaleDetector(
-        BrightRegionNet(), scales=(1.0, 0.5), tile_size=128, overlap=0.25, device="cpu", batch_size=4
+        BrightSquareNet(), scales=(1.0, 0.5), tile_size=128, overlap=0.25, device="cpu", batch_size=4
     )
 
 
