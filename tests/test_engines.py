@@ -190,3 +190,36 @@ def test_evaluator_runs_froc_on_whole_images(tiny_datalist: str) -> None:
     assert boxes.ndim == 2 and boxes.shape[1] == 4
     assert bool((boxes[:, [0, 2]] <= width + 1e-3).all() and (boxes[:, [1, 3]] <= height + 1e-3).all())
     assert evaluator.state.froc_details["val_froc"].num_images == 2
+
+
+def test_precise_bn_recomputes_the_running_statistics_exactly() -> None:
+    from ignite.engine import Engine
+
+    from monai_smalldet.engines import PreciseBNHandler
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 3, 3, bias=False)
+    bn = torch.nn.BatchNorm2d(3, momentum=0.03)
+    net = torch.nn.Sequential(conv, bn).eval()
+    bn.running_mean.fill_(5.0)  # stale statistics, as after fast-moving weights
+    bn.running_var.fill_(9.0)
+    batches = [{"image": torch.rand(4, 1, 16, 16) * (i + 1)} for i in range(5)]
+    engine = Engine(lambda e, b: None)
+    engine.network = net
+    engine.data_loader = batches
+    engine.state.device = torch.device("cpu")
+    engine.state.epoch = 2
+    PreciseBNHandler(num_batches=3)(engine)
+    with torch.no_grad():
+        feats = [conv(b["image"]) for b in batches[:3]]
+    # cumulative average of the per-batch statistics (what momentum=None computes)
+    mean = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats]).mean(0)
+    var = torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in feats]).mean(0)
+    torch.testing.assert_close(bn.running_mean, mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, var, rtol=1e-5, atol=1e-6)
+    assert bn.momentum == 0.03 and not net.training  # restored
+    before = bn.running_mean.clone()
+    PreciseBNHandler(num_batches=3)(engine)  # same epoch again: idempotent, same batches
+    torch.testing.assert_close(bn.running_mean, before)
+    with pytest.raises(ValueError, match="num_batches"):
+        PreciseBNHandler(num_batches=0)

@@ -12,6 +12,7 @@ from .evaluator import DetectionEvaluator, froc_metrics, whole_image_collate
 from .handlers import (
     EpochSummaryHandler,
     FROCReportHandler,
+    PreciseBNHandler,
     SpecCheckpointSaver,
     TimeLimitHandler,
     TrainingInfoHandler,
@@ -23,6 +24,7 @@ __all__ = [
     "DetectionTrainer",
     "EpochSummaryHandler",
     "FROCReportHandler",
+    "PreciseBNHandler",
     "SpecCheckpointSaver",
     "TimeLimitHandler",
     "TrainingInfoHandler",
