@@ -157,6 +157,16 @@ def evaluate(
     return rows, extra
 
 
+def _compact(value: Any) -> Any:
+    """A FROC result's dict without its curves and pointwise bands (thousands of points): the
+    reported sensitivities, intervals, CPM and counts stay; the PNGs show the curves."""
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items() if k not in ("curve", "fpi_grid", "lower", "upper")}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
 ABLATIONS = {
     "resolution": ("scale 1X alone", "scale 1X on 0.25X-degraded images"),
     "scale": ("scale 1X alone", "3 scales + WBF (proposed)"),
@@ -226,7 +236,7 @@ def main() -> None:
                 "scale": scale,
                 "images": len(items),
                 "lesions": n_lesions,
-                "rows": {k: v.to_dict() for k, v in rows.items()},
+                "rows": {k: _compact(v.to_dict()) for k, v in rows.items()},
                 "ablations": {
                     name: {
                         "a": a,
