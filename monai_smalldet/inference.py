@@ -32,7 +32,7 @@ from monai.data import MetaTensor
 from .fusion import Detections, get_fusion, merge_tile_duplicates
 from .networks import NetworkRunner, NetworkSpec, decode, load_checkpoint
 from .transforms.crop import CropBreast
-from .transforms.frames import FrameRecord, tile_boxes_to_original
+from .transforms.frames import FrameRecord, map_boxes, tile_boxes_to_original
 from .transforms.laterality import NormalizeLaterality
 from .transforms.pyramid import ResampleToSpacing, ScalePyramid
 from .transforms.tiling import SystematicTile
@@ -250,17 +250,20 @@ class MultiScaleDetector:
         x = torch.from_numpy(np.stack(batch))
         return decode(self.runner(x), **self.decode_kwargs)
 
-    def _air_tile(self, mask: np.ndarray | None, step: int, tile: Any) -> bool:
-        """Whether ``tile`` holds no breast pixel (``mask``: breast mask of the level-1.0 image
-        subsampled by ``step``); conservative: the tile's footprint is widened by one mask cell."""
+    @staticmethod
+    def _air_tile(mask: np.ndarray | None, step: int, tile: Any, work_frame: FrameRecord) -> bool:
+        """Whether ``tile`` holds no breast pixel. ``mask``: breast mask of the cropped level-1.0
+        image (frame ``work_frame``) subsampled by ``step``; the tile's footprint goes there
+        through the frame records and is widened by one mask cell (conservative)."""
         if mask is None:
             return False
-        x0, y0 = tile.origin_px
-        size = np.asarray(tile.image).shape[-2:]
-        r0 = max(0, math.floor(y0 / tile.scale / step) - 1)
-        c0 = max(0, math.floor(x0 / tile.scale / step) - 1)
-        r1 = math.ceil((y0 + size[0]) / tile.scale / step) + 1
-        c1 = math.ceil((x0 + size[1]) / tile.scale / step) + 1
+        h, w = np.asarray(tile.image).shape[-2:]
+        footprint = np.array([[0.0, 0.0, float(w), float(h)]], np.float32)
+        in_work = np.asarray(map_boxes(map_boxes(footprint, tile.frame), work_frame.inverse()))[0]
+        x0, x1 = sorted((float(in_work[0]), float(in_work[2])))
+        y0, y1 = sorted((float(in_work[1]), float(in_work[3])))
+        r0, c0 = max(0, math.floor(y0 / step) - 1), max(0, math.floor(x0 / step) - 1)
+        r1, c1 = math.ceil(y1 / step) + 1, math.ceil(x1 / step) + 1
         return not bool(mask[r0:r1, c0:c1].any())
 
     # -- the call ---------------------------------------------------------------------------
@@ -299,7 +302,7 @@ class MultiScaleDetector:
         for level in levels:
             if self.mode == "tiled":
                 for tile in self.tiler(level.image, frame=level.frame, scale=level.scale, level=level.level):
-                    if self._air_tile(mask, step, tile):
+                    if self._air_tile(mask, step, tile, frame):
                         skipped[level.level] += 1
                         continue
                     inputs.append((level.level, np.asarray(tile.image), tile.frame))
