@@ -186,7 +186,8 @@ def test_multi_gpu_config_trains_two_gloo_ranks_that_agree(trained: Path, tmp_pa
     rank_file = f"os.path.join({str(report)!r}, 'rank' + str(torch.distributed.get_rank()) + '.pt')"
     write = f"$torch.save(dict(@validate#evaluator.state.metrics), {rank_file})"
     # (no "imports" key: it would replace train.yaml's list)
-    extra.write_text(json.dumps({"finalize": [write, "$torch.distributed.destroy_process_group()"]}))
+    finalize = [write, "$torch.distributed.barrier()", "$torch.distributed.destroy_process_group()"]
+    extra.write_text(json.dumps({"finalize": finalize}))
     overrides = {**_tiny(trained), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
     overrides["synthetic#n_val"] = 2
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
