@@ -345,24 +345,38 @@ def merge_tile_duplicates(
     boxes: ArrayLike,
     scores: ArrayLike,
     labels: ArrayLike,
+    tile_ids: ArrayLike | None = None,
+    cut: ArrayLike | None = None,
     thr: float = 0.5,
-    match_metric: str = "ios",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Greedy non-maximum *merging* of one scale's boxes from overlapping tiles (SAHI's GREEDYNMM).
+    """Greedy non-maximum *merging* of one scale's boxes across overlapping tiles.
 
+    Neighbouring tiles overlap, so a lesion in the overlap band is found twice, and a lesion
+    cut by a tile border gives a truncated box in one tile and the whole box in the next.
     Boxes are visited by descending score (stable on ties); each unvisited box absorbs the
-    unvisited boxes of its label whose overlap with it (``match_metric``, default intersection
-    over the smaller box) exceeds ``thr``, and becomes their union with the highest score. A
-    lesion cut by a tile border (a truncated box in one tile, the whole box in the next) so
-    comes back whole, which dropping the truncated box by NMS cannot guarantee when the two
-    score alike.
+    unvisited boxes of its label *from other tiles* that are duplicates of it, and becomes
+    their union with the highest score. Two boxes are duplicates when
+
+    - their IoU exceeds ``thr`` (the same lesion seen by two tiles), or
+    - their intersection over the smaller box exceeds ``thr`` *and* the smaller box was cut
+      by a border of its tile (``cut``): the truncated part of a lesion lies inside the
+      whole box found by the neighbouring tile.
+
+    Boxes of one tile never merge with each other (the network's own NMS already chose
+    among them), and a small box inside a large one is not swallowed unless it was cut.
+    Merging every pair whose intersection over the smaller box is high (SAHI's GREEDYNMM
+    with ``IOS``) instead grows small findings into the large, low-scored boxes around
+    them, until their centres leave the lesions they were found on.
 
     Args:
         boxes: (N, 4) ``(x1, y1, x2, y2)`` original-image pixels, x = column.
         scores: (N,) confidences.
         labels: (N,) integer labels.
+        tile_ids: (N,) the tile each box came from; ``None``: each box from its own tile.
+        cut: (N,) bool, the box touches a border its tile shares with another tile (see
+            :func:`~monai_smalldet.inference.cut_by_tile_border`); ``None``: no box is cut, so
+            only IoU duplicates merge.
         thr: overlap above which boxes merge.
-        match_metric: ``"ios"`` or ``"iou"``.
 
     Returns:
         ``(boxes, scores, labels)`` of the merged set, by descending score.
@@ -370,26 +384,35 @@ def merge_tile_duplicates(
     Example:
         .. code-block:: python
 
-            merge_tile_duplicates([[0, 0, 10, 10], [5, 0, 10, 10]], [0.8, 0.8], [1, 1])
+            # the right part of a lesion, cut by tile 0's left border, and the whole lesion
+            merge_tile_duplicates(
+                [[5, 0, 10, 10], [0, 0, 10, 10]], [0.8, 0.7], [1, 1], tile_ids=[0, 1], cut=[True, False]
+            )
             # (array([[0., 0., 10., 10.]]), array([0.8]), array([1]))
     """
-    if match_metric not in MATCH_METRICS:
-        raise ValueError(f"match_metric must be one of {tuple(MATCH_METRICS)}, got {match_metric!r}.")
     boxes_np = _as_boxes(boxes)
     n = boxes_np.shape[0]
     scores_np = _as_scores(scores, n)
     labels_np = _as_labels(labels, n)
-    order = np.argsort(-scores_np, kind="stable")
-    metric = MATCH_METRICS[match_metric]
+    ids = np.arange(n) if tile_ids is None else np.asarray(tile_ids, dtype=np.int64).reshape(-1)
+    cut_np = np.zeros(n, dtype=bool) if cut is None else np.asarray(cut, dtype=bool).reshape(-1)
+    if ids.shape[0] != n or cut_np.shape[0] != n:
+        raise ValueError(f"tile_ids ({ids.shape[0]}) and cut ({cut_np.shape[0]}) need one entry per box ({n}).")
+    area = np.prod(boxes_np[:, 2:] - boxes_np[:, :2], axis=1)
     boxes_t = torch.from_numpy(boxes_np)
+    order = np.argsort(-scores_np, kind="stable")
     open_ = np.ones(n, dtype=bool)
     out_boxes, out_scores, out_labels = [], [], []
     for i in order:
         if not open_[i]:
             continue
-        candidates = np.flatnonzero(open_ & (labels_np == labels_np[i]))
-        overlap = metric(boxes_t[i : i + 1], boxes_t[candidates]).reshape(-1).numpy()
-        group = candidates[(overlap > thr) | (candidates == i)]
+        candidates = np.flatnonzero(open_ & (labels_np == labels_np[i]) & (ids != ids[i]))
+        group = [i]
+        if len(candidates):
+            iou = box_iou(boxes_t[i : i + 1], boxes_t[candidates]).reshape(-1).numpy()
+            ios = box_ios(boxes_t[i : i + 1], boxes_t[candidates]).reshape(-1).numpy()
+            smaller_cut = np.where(area[candidates] <= area[i], cut_np[candidates], cut_np[i])
+            group += candidates[(iou > thr) | ((ios > thr) & smaller_cut)].tolist()
         open_[group] = False
         members = boxes_np[group]
         out_boxes.append([members[:, 0].min(), members[:, 1].min(), members[:, 2].max(), members[:, 3].max()])

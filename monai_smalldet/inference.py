@@ -37,10 +37,40 @@ from .transforms.laterality import NormalizeLaterality
 from .transforms.pyramid import ResampleToSpacing, ScalePyramid
 from .transforms.tiling import SystematicTile
 
-__all__ = ["MODES", "MultiScaleDetector", "MultiScaleOutput"]
+__all__ = ["MODES", "MultiScaleDetector", "MultiScaleOutput", "cut_by_tile_border"]
 
 MODES = ("tiled", "whole")
 _STRIDE = 32  # the network's largest stride: whole-image inputs are padded to a multiple of it
+
+
+def cut_by_tile_border(
+    boxes: np.ndarray, origin_px: Sequence[int], tile_size: int, level_hw: Sequence[int], tol: float = 0.02
+) -> np.ndarray:
+    """Which boxes of one tile touch a border the tile shares with a neighbouring tile.
+
+    Such a box may hold only part of a lesion, whose rest the neighbour sees
+    (:func:`~monai_smalldet.fusion.merge_tile_duplicates` then joins the two). A border on
+    the level's edge (or in the tile's padding) borders no tile and never cuts.
+
+    Args:
+        boxes: (N, 4) ``(x1, y1, x2, y2)`` in tile pixels, x = column.
+        origin_px: the tile's ``(x, y)`` origin in the level's pixels.
+        tile_size: tile side in pixels.
+        level_hw: (rows, columns) of the level.
+        tol: how near a border counts as touching it, as a fraction of the tile side.
+
+    Returns:
+        (N,) bool.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x0, y0 = int(origin_px[0]), int(origin_px[1])
+    h, w = int(level_hw[0]), int(level_hw[1])
+    near = tol * tile_size
+    left = (x0 > 0) & (boxes[:, 0] <= near)
+    top = (y0 > 0) & (boxes[:, 1] <= near)
+    right = (x0 + tile_size < w) & (boxes[:, 2] >= tile_size - near)
+    bottom = (y0 + tile_size < h) & (boxes[:, 3] >= tile_size - near)
+    return left | top | right | bottom
 
 
 @dataclass
@@ -101,8 +131,9 @@ class MultiScaleDetector:
             slower on a few-core CPU, ``benchmarks/speed.py``), 16 on CUDA.
         fusion: name of the cross-scale fusion (``wbf``, ``nms``, ``soft_nms``, ``concat``).
         fusion_kwargs: arguments of the fusion (e.g. ``iou_thr``, ``weights``, ``conf_type``).
-        tile_iou_thr: overlap (intersection over the smaller box) above which one level's boxes
-            from overlapping tiles merge into their union (SAHI's greedy NMM).
+        tile_iou_thr: overlap above which one level's boxes from overlapping tiles merge into
+            their union: IoU, or intersection over the smaller box when that box touches a
+            border shared with another tile (:func:`~monai_smalldet.fusion.merge_tile_duplicates`).
         conf_thres: lowest score decoded (low: FROC sweeps every score).
         iou_thres: IoU of the network's own NMS per tile.
         max_det: most boxes per tile.
@@ -293,8 +324,9 @@ class MultiScaleDetector:
             work, _, frame = self.crop(work, frame=frame)
         levels = self.pyramid(work, frame=frame)
 
-        # network inputs of every level: (level index, (1, s, s) array, frame to original)
-        inputs: list[tuple[int, np.ndarray, FrameRecord]] = []
+        # network inputs of every level: (level index, (1, s, s) array, frame to original,
+        # tile origin (x, y) in the level's pixels, level (rows, columns))
+        inputs: list[tuple[int, np.ndarray, FrameRecord, tuple[int, int], tuple[int, int]]] = []
         mask, step = None, 1
         if self.mode == "tiled" and self.skip_air_tiles:
             mask, step = self._mask.breast_mask_lowres(work)
@@ -305,7 +337,8 @@ class MultiScaleDetector:
                     if self._air_tile(mask, step, tile, frame):
                         skipped[level.level] += 1
                         continue
-                    inputs.append((level.level, np.asarray(tile.image), tile.frame))
+                    level_hw = tuple(np.asarray(level.image).shape[1:])
+                    inputs.append((level.level, np.asarray(tile.image), tile.frame, tile.origin_px, level_hw))
             else:
                 lvl = np.asarray(level.image)
                 h, w = lvl.shape[1:]
@@ -314,21 +347,29 @@ class MultiScaleDetector:
                     padded = np.zeros((1, ph, pw), np.float32)
                     padded[:, :h, :w] = lvl
                     lvl = padded
-                inputs.append((level.level, lvl, level.frame))
+                inputs.append((level.level, lvl, level.frame, (0, 0), (h, w)))
         t1 = time.perf_counter()
 
-        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in levels]
+        # per level: (boxes, scores, labels, tile index, cut by a shared tile border)
+        found: list[list[tuple[np.ndarray, ...]]] = [[] for _ in levels]
         if self.mode == "tiled":
             order = range(0, len(inputs), self.batch_size)
             chunks = [inputs[i : i + self.batch_size] for i in order]
         else:
             chunks = [[item] for item in inputs]  # levels differ in size: one at a time
         for chunk in chunks:
-            decoded = self._run_network([arr for _, arr, _ in chunk])
-            for (level_idx, _, tile_frame), pred in zip(chunk, decoded, strict=True):
-                boxes = tile_boxes_to_original(pred["box"].cpu().numpy(), tile_frame)
+            decoded = self._run_network([item[1] for item in chunk])
+            for (level_idx, arr, tile_frame, origin, level_hw), pred in zip(chunk, decoded, strict=True):
+                tile_boxes = pred["box"].cpu().numpy()
+                boxes = tile_boxes_to_original(tile_boxes, tile_frame)
+                cut = (
+                    cut_by_tile_border(tile_boxes, origin, arr.shape[-1], level_hw)
+                    if self.mode == "tiled"
+                    else np.zeros(len(tile_boxes), dtype=bool)
+                )
+                tile_id = np.full(len(tile_boxes), len(found[level_idx]), dtype=np.int64)
                 found[level_idx].append(
-                    (boxes, pred["label_scores"].cpu().numpy(), pred["label"].cpu().numpy())
+                    (boxes, pred["label_scores"].cpu().numpy(), pred["label"].cpu().numpy(), tile_id, cut)
                 )
         t2 = time.perf_counter()
 
@@ -338,11 +379,15 @@ class MultiScaleDetector:
             boxes = np.concatenate([p[0] for p in parts]).astype(np.float32).reshape(-1, 4)
             scores = np.concatenate([p[1] for p in parts]).astype(np.float32).reshape(-1)
             labels = np.concatenate([p[2] for p in parts]).astype(np.int64).reshape(-1)
+            tile_ids = np.concatenate([p[3] for p in parts]).reshape(-1)
+            cut = np.concatenate([p[4] for p in parts]).reshape(-1)
             # boxes clipped to nothing lay in a tile's padding or outside the image
             valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
             if self.mode == "tiled" and len(parts) > 1 and len(boxes):
-                boxes, scores, labels = merge_tile_duplicates(boxes, scores, labels, thr=self.tile_iou_thr)
+                boxes, scores, labels = merge_tile_duplicates(
+                    boxes, scores, labels, tile_ids=tile_ids[valid], cut=cut[valid], thr=self.tile_iou_thr
+                )
             in_level = np.zeros((len(boxes), num), dtype=bool)
             in_level[:, level_idx] = True
             per_scale.append(Detections(boxes, scores, labels, in_level).sorted())
@@ -354,7 +399,7 @@ class MultiScaleDetector:
             scales=self.scales,
             image_size_hw=(int(height), int(width)),
             pixel_spacing_mm=spacing,
-            tiles_per_scale=[sum(1 for lv, _, _ in inputs if lv == i) for i in range(num)],
+            tiles_per_scale=[sum(1 for item in inputs if item[0] == i) for i in range(num)],
             air_tiles_skipped=skipped,
             timings_s={"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0},
         )

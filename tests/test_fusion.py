@@ -535,27 +535,59 @@ def test_fusion_properties(scene):
 
 
 @pytest.mark.parametrize(
-    ("boxes", "scores", "labels", "expected_boxes", "expected_scores"),
+    ("boxes", "scores", "tile_ids", "cut", "expected_boxes", "expected_scores"),
     [
-        # a lesion cut by a tile border: the truncated box joins the whole one (IOS = 1)
-        ([[120, 500, 184, 540], [156, 500, 184, 540]], [0.9, 0.9], [1, 1], [[120, 500, 184, 540]], [0.9]),
+        # a lesion cut by a tile border: the truncated box joins the whole one of the next tile
+        ([[156, 500, 184, 540], [120, 500, 184, 540]], [0.9, 0.9], [0, 1], [True, False], [[120, 500, 184, 540]], [0.9]),
         # truncated first and scored higher: the union is still the whole lesion
-        ([[156, 500, 184, 540], [120, 500, 184, 540]], [0.95, 0.9], [1, 1], [[120, 500, 184, 540]], [0.95]),
-        # two lesions side by side stay two; different labels never merge
-        (
-            [[0, 0, 10, 10], [20, 0, 30, 10], [0, 0, 10, 10]],
-            [0.5, 0.7, 0.6],
-            [1, 1, 2],
-            [[20, 0, 30, 10], [0, 0, 10, 10], [0, 0, 10, 10]],
-            [0.7, 0.6, 0.5],
-        ),
-        ([], [], [], np.zeros((0, 4)), []),
+        ([[120, 500, 184, 540], [156, 500, 184, 540]], [0.9, 0.95], [1, 0], [False, True], [[120, 500, 184, 540]], [0.95]),
+        # the same lesion seen whole by two tiles (IoU > 0.5): one box, the union
+        ([[10, 10, 20, 20], [11, 10, 21, 20]], [0.6, 0.8], [0, 1], [False, False], [[10, 10, 21, 20]], [0.8]),
+        # a small finding inside a large low-scored box of another tile, not cut: both stay
+        ([[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1], [0, 1], [False, False], [[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1]),
+        # ... and the same pair from one tile: the network's NMS kept both, so do we
+        ([[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1], [0, 0], [True, True], [[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1]),
+        # the large box is the cut one: the small one inside it is not a part of it
+        ([[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1], [0, 1], [False, True], [[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1]),
+        ([], [], [], [], np.zeros((0, 4)), []),
     ],
 )
-def test_merge_tile_duplicates(boxes, scores, labels, expected_boxes, expected_scores):
+def test_merge_tile_duplicates(boxes, scores, tile_ids, cut, expected_boxes, expected_scores):
     from monai_smalldet.fusion import merge_tile_duplicates
 
-    out_boxes, out_scores, out_labels = merge_tile_duplicates(boxes, scores, labels)
+    out_boxes, out_scores, out_labels = merge_tile_duplicates(
+        boxes, scores, [1] * len(scores), tile_ids=tile_ids, cut=cut
+    )
     np.testing.assert_allclose(out_boxes, np.asarray(expected_boxes, dtype=np.float32).reshape(-1, 4))
     np.testing.assert_allclose(out_scores, expected_scores)
     assert len(out_labels) == len(out_scores)
+
+
+def test_merge_tile_duplicates_labels_and_defaults():
+    from monai_smalldet.fusion import merge_tile_duplicates
+
+    # different labels never merge, even when identical
+    out_boxes, _, out_labels = merge_tile_duplicates([[0, 0, 10, 10], [0, 0, 10, 10]], [0.5, 0.6], [1, 2])
+    assert sorted(out_labels.tolist()) == [1, 2]
+    # no tile information: every box its own tile, none cut, so only IoU duplicates merge
+    out_boxes, _, _ = merge_tile_duplicates([[0, 0, 10, 10], [0, 0, 10, 11], [2, 2, 4, 4]], [0.9, 0.8, 0.7], [1, 1, 1])
+    np.testing.assert_allclose(out_boxes, [[0, 0, 10, 11], [2, 2, 4, 4]])
+    with pytest.raises(ValueError, match="one entry per box"):
+        merge_tile_duplicates([[0, 0, 10, 10]], [0.5], [1], tile_ids=[0, 1])
+
+
+@pytest.mark.parametrize(
+    ("origin", "box", "expected"),
+    [
+        ((0, 0), [0, 0, 10, 10], False),  # the level's own corner: no neighbour there
+        ((100, 0), [0, 20, 10, 30], True),  # left border shared with the tile before
+        ((100, 0), [30, 30, 40, 40], False),  # well inside
+        ((0, 0), [20, 20, 64, 30], True),  # right border, a tile follows
+        ((192, 0), [20, 20, 64, 30], False),  # right border is the level's edge
+        ((0, 200), [20, 50, 30, 64], False),  # bottom in the padding past the level's last row
+    ],
+)
+def test_cut_by_tile_border(origin, box, expected):
+    from monai_smalldet.inference import cut_by_tile_border
+
+    assert cut_by_tile_border(np.asarray([box]), origin, 64, (230, 256)).tolist() == [expected]
