@@ -177,12 +177,9 @@ def _sr_findings(path: Path) -> tuple[pydicom.Dataset, list[dict]]:
 def _content_texts(ds: pydicom.Dataset) -> dict[str, list[str]]:
     """Concept name -> text values over the whole SR content tree."""
     out: dict[str, list[str]] = {}
-    stack = list(ds.ContentSequence)
-    while stack:
-        item = stack.pop()
+    for item in _walk_content(ds):
         if item.ValueType == "TEXT":
             out.setdefault(item.ConceptNameCodeSequence[0].CodeMeaning, []).append(str(item.TextValue))
-        stack.extend(item.get("ContentSequence", []))
     return out
 
 
@@ -228,8 +225,9 @@ def test_sr_findings_land_on_the_lesion_and_agree_with_json(study, runs):
         sr_series.add(ds.SeriesInstanceUID)
         evidence = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
         assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
-        # the SR and the JSON hold the same findings
-        assert len(found) == len(image["findings"])
+        # the SR holds the JSON's reported findings (here all: the fake scores 0.9 >= 0.25)
+        assert all(f["reported"] for f in image["findings"])
+        assert image["num_reported"] == len(found) == len(image["findings"])
         for sr_f, js_f in zip(found, image["findings"], strict=True):
             assert sr_f["ref"] == source.SOPInstanceUID
             np.testing.assert_allclose(sr_f["box"], js_f["box"], atol=1e-3)
@@ -281,6 +279,61 @@ def test_no_mammogram_and_no_model_fail_with_a_message(tmp_path, study, capsys):
     no_model.mkdir()
     code = main(["mammo_detect", "-i", str(study["dicom"]), "-o", str(tmp_path / "o"), "-m", str(no_model)])
     assert code == 2 and "model.pt" in capsys.readouterr().err
+
+
+def test_report_policy_keeps_low_scores_out_of_the_sr_but_in_the_json(tmp_path, study, monkeypatch):
+    """An operating point above the finding's score: the SR says "Lesion: Absent" for the
+    image, the overlay draws nothing, and summary.json still lists the finding, unreported."""
+    single = tmp_path / "in"
+    single.mkdir()
+    shutil.copy(study["dicom"] / "mg" / "L_CC.dcm", single / "L_CC.dcm")
+    monkeypatch.setenv("MAMMO_DETECT_REPORT_MIN_SCORE", "0.95")
+    out = tmp_path / "out"
+    code = main(
+        ["mammo_detect", "-i", str(single), "-o", str(out), "-m", str(study["model"])],
+        detector=_fake_detector(),
+    )
+    assert code == 0
+    summary = _summary(out, study["study_uid"])
+    assert summary["model"]["report_policy"] == {"min_score": 0.95, "max_findings": 10}
+    (image,) = summary["images"]
+    assert [f["reported"] for f in image["findings"]] == [False] and image["num_reported"] == 0
+    np.testing.assert_allclose(image["findings"][0]["box"], LESION, atol=2.5)
+    sr_path = output_paths(out, study["study_uid"])["study_dir"] / image["sr_file"]
+    ds, found = _sr_findings(sr_path)
+    assert found == []
+    assert "Absent" in {
+        item.ConceptCodeSequence[0].CodeMeaning
+        for item in _walk_content(ds)
+        if item.ValueType == "CODE" and item.ConceptNameCodeSequence[0].CodeMeaning == "Lesion"
+    }
+    # a value that does not parse stops the run before anything starts, naming the variable
+    monkeypatch.setenv("MAMMO_DETECT_REPORT_MAX_FINDINGS", "many")
+    code = main(["mammo_detect", "-i", str(single), "-o", str(tmp_path / "o2"), "-m", str(study["model"])])
+    assert code == 2 and not list((tmp_path / "o2").rglob("*.*"))
+
+
+@pytest.mark.parametrize(
+    ("min_score", "max_findings", "expected"),
+    [(0.25, 10, [True, True, False]), (0.0, 2, [True, True, False]), (0.0, 0, [False, False, False])],
+)
+def test_report_policy_marks_the_top_findings(min_score, max_findings, expected):
+    from apps.mammo_detect.operators import ReportPolicy
+
+    findings = [{"score": 0.3}, {"score": 0.9}, {"score": 0.1}]
+    marked = ReportPolicy(min_score, max_findings).mark(findings)
+    assert [f["score"] for f in marked] == [0.9, 0.3, 0.1]
+    assert [f["reported"] for f in marked] == expected
+    with pytest.raises(ValueError, match="min_score"):
+        ReportPolicy(min_score=1.5)
+
+
+def _walk_content(ds: pydicom.Dataset):
+    stack = list(ds.ContentSequence)
+    while stack:
+        item = stack.pop()
+        yield item
+        stack.extend(item.get("ContentSequence", []))
 
 
 def test_paths_are_safe_and_checkpoints_are_found(tmp_path, study):

@@ -36,12 +36,13 @@ from .operators import (
     JSONSummaryWriterOperator,
     MammoDetectionOperator,
     OverlayWriterOperator,
+    ReportPolicy,
     find_checkpoint,
     output_paths,
     write_json_atomic,
 )
 
-__all__ = ["SELECTION_RULES", "MammoDetectApp", "main"]
+__all__ = ["SELECTION_RULES", "MammoDetectApp", "env_detector_overrides", "env_report_policy", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +62,37 @@ SELECTION_RULES = json.dumps(
 
 
 ENV_OVERRIDES = {"MAMMO_DETECT_BACKEND": "backend", "MAMMO_DETECT_PRECISION": "precision"}
+ENV_REPORT = {
+    "MAMMO_DETECT_REPORT_MIN_SCORE": ("min_score", float),
+    "MAMMO_DETECT_REPORT_MAX_FINDINGS": ("max_findings", int),
+}
 
 
 def env_detector_overrides(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Detector options given by environment variables (how a MAP container is configured)."""
     environ = dict(os.environ if environ is None else environ)
     return {key: environ[name] for name, key in ENV_OVERRIDES.items() if environ.get(name)}
+
+
+def env_report_policy(environ: dict[str, str] | None = None) -> ReportPolicy:
+    """The :class:`ReportPolicy` with ``MAMMO_DETECT_REPORT_MIN_SCORE`` /
+    ``MAMMO_DETECT_REPORT_MAX_FINDINGS`` applied when set.
+
+    Raises:
+        ValueError: a variable that does not parse, or lies out of range (named).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    kwargs: dict[str, Any] = {}
+    for name, (key, kind) in ENV_REPORT.items():
+        if environ.get(name):
+            try:
+                kwargs[key] = kind(environ[name])
+            except ValueError:
+                raise ValueError(f"{name}={environ[name]!r} is not a valid {kind.__name__}") from None
+    try:
+        return ReportPolicy(**kwargs)
+    except ValueError as err:
+        raise ValueError(f"{', '.join(ENV_REPORT)}: {err}") from None
 
 
 class MammoDetectApp(Application):
@@ -82,6 +108,9 @@ class MammoDetectApp(Application):
         detector_overrides: keyword arguments for ``MultiScaleDetector.from_checkpoint``;
             by default the ``MAMMO_DETECT_BACKEND`` (``torch``/``onnxruntime``) and
             ``MAMMO_DETECT_PRECISION`` (``auto``/``fp32``/``bf16``/``fp16``) variables, when set.
+        report_policy: the findings the SR and the overlay show (default: ``ReportPolicy()``
+            with the ``MAMMO_DETECT_REPORT_MIN_SCORE`` / ``MAMMO_DETECT_REPORT_MAX_FINDINGS``
+            variables applied); ``summary.json`` lists every finding either way.
     """
 
     name = "mammo_detect"
@@ -94,9 +123,11 @@ class MammoDetectApp(Application):
         detector: Any = None,
         device: str | None = None,
         detector_overrides: dict[str, Any] | None = None,
+        report_policy: ReportPolicy | None = None,
         **kwargs: Any,
     ) -> None:
         self._detector = detector
+        self._report_policy = report_policy if report_policy is not None else env_report_policy()
         self._device = device
         if detector_overrides is None:
             detector_overrides = env_detector_overrides()
@@ -126,6 +157,7 @@ class MammoDetectApp(Application):
             detector=self._detector,
             detector_overrides=self._detector_overrides,
             input_path=self.input_path,
+            report_policy=self._report_policy,
             name="mammo_detection",
         )
         sr_writer = DICOMSRWriterOperator(self, out_dir=self.output_path, name="sr_writer")
@@ -205,6 +237,11 @@ def main(argv: list[str] | None = None, *, detector: Any = None, **app_kwargs: A
         try:
             find_checkpoint(model_path)
         except FileNotFoundError as err:
+            return _fail(2, str(err))
+    if app_kwargs.get("report_policy") is None:
+        try:
+            app_kwargs["report_policy"] = env_report_policy()
+        except ValueError as err:
             return _fail(2, str(err))
 
     t0 = time.perf_counter()

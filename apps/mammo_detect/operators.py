@@ -48,6 +48,7 @@ __all__ = [
     "JSONSummaryWriterOperator",
     "MammoDetectionOperator",
     "OverlayWriterOperator",
+    "ReportPolicy",
     "StudyResult",
     "find_checkpoint",
     "output_paths",
@@ -61,6 +62,44 @@ MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
 SR_SERIES_NUMBER = 9100
 PREVIEW_MAX_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class ReportPolicy:
+    """Which findings a reader sees: those of the SR and the overlay (the JSON keeps all).
+
+    The detector decodes every box down to a score of 0.001 (FROC analysis needs them all);
+    a CAD report marks only the findings at its operating point. A finding is reported when
+    its score is at least ``min_score``, at most ``max_findings`` per image, highest first.
+
+    Attributes:
+        min_score: lowest reported score (default 0.25, ultralytics' default prediction
+            confidence; set the operating point measured on your validation data).
+        max_findings: most findings reported per image.
+    """
+
+    min_score: float = 0.25
+    max_findings: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must lie in [0, 1], got {self.min_score}.")
+        if self.max_findings < 0:
+            raise ValueError(f"max_findings must be >= 0, got {self.max_findings}.")
+
+    def mark(self, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The findings (by descending score), each with ``reported`` set."""
+        ranked = sorted(findings, key=lambda f: -float(f["score"]))
+        out = []
+        for rank, finding in enumerate(ranked):
+            shown = float(finding["score"]) >= self.min_score and rank < self.max_findings
+            out.append({**finding, "reported": bool(shown)})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_score": self.min_score, "max_findings": self.max_findings}
+
+
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -175,7 +214,13 @@ class ImageResult:
 
     @property
     def findings(self) -> list[dict[str, Any]]:
+        """Every finding of the detector (each with ``reported``), by descending score."""
         return list((self.detection or {}).get("findings", []))
+
+    @property
+    def reported(self) -> list[dict[str, Any]]:
+        """The findings of the SR and the overlay (see :class:`ReportPolicy`)."""
+        return [f for f in self.findings if f.get("reported", True)]
 
 
 @dataclass
@@ -269,6 +314,7 @@ class MammoDetectionOperator(Operator):
         detector_overrides: keyword arguments of ``MultiScaleDetector.from_checkpoint``
             (default: WBF fusion, tiled mode).
         input_path: the input folder, to report the files the DICOM loader did not load.
+        report_policy: which findings go into the SR and the overlay (:class:`ReportPolicy`).
     """
 
     def __init__(
@@ -280,9 +326,11 @@ class MammoDetectionOperator(Operator):
         detector: Any = None,
         detector_overrides: dict[str, Any] | None = None,
         input_path: str | os.PathLike[str] | None = None,
+        report_policy: ReportPolicy | None = None,
         **kwargs: Any,
     ) -> None:
         self.model_path = Path(model_path)
+        self.report_policy = report_policy if report_policy is not None else ReportPolicy()
         self.input_path = Path(input_path) if input_path is not None else None
         self.unloaded_files: list[dict[str, str]] = []
         self.skipped_series: list[dict[str, Any]] = []  # series of studies with no selected image
@@ -327,6 +375,7 @@ class MammoDetectionOperator(Operator):
             "scales": [float(s) for s in getattr(self.detector, "scales", ())],
             "device": str(getattr(self.detector, "device", "")),
         }
+        info["report_policy"] = self.report_policy.to_dict()
         self.model_info = info
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
@@ -451,7 +500,15 @@ class MammoDetectionOperator(Operator):
                 seconds=time.perf_counter() - t0,
             )
         detection = out.to_dict()
-        logger.info("%s %s %s: %d finding(s)", shown, meta.laterality, meta.view, len(detection["findings"]))
+        detection["findings"] = self.report_policy.mark(detection["findings"])
+        logger.info(
+            "%s %s %s: %d finding(s), %d reported",
+            shown,
+            meta.laterality,
+            meta.view,
+            len(detection["findings"]),
+            sum(f["reported"] for f in detection["findings"]),
+        )
         return ImageResult(
             **base,
             status="ok",
@@ -500,13 +557,14 @@ def finding_polyline(box: list[float]) -> np.ndarray:
 def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instance_number: int) -> Any:
     """A TID 1500 Measurement Report (Comprehensive 3D SR) of one image's findings.
 
-    Each finding is a planar ROI measurement group: an image-region SCOORD ``POLYLINE`` (closed
+    Each *reported* finding (:class:`ReportPolicy`: at the operating point) is a planar ROI
+    measurement group: an image-region SCOORD ``POLYLINE`` (closed
     rectangle, (column, row) pixel coordinates of the source image) that references the source
     SOP instance, finding type *Lesion*, finding site *Breast* with the image's laterality, the
     algorithm identification (name, version), and measurements *Probability of cancer* (the
     detector score, no units) and *Diameter* (longer box side in mm, when the spacing is known).
-    An image without findings gets one image-level group (TID 1501) with the qualitative
-    evaluation *Lesion: Absent* (TID 1500 requires at least one group).
+    An image without reported findings gets one image-level group (TID 1501) with the
+    qualitative evaluation *Lesion: Absent* (TID 1500 requires at least one group).
     Patient, study and evidence come from the source dataset (highdicom copies them).
     """
     import highdicom as hd
@@ -518,7 +576,7 @@ def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instanc
     laterality = {"L": codes.SCT.Left, "R": codes.SCT.Right}.get(str(image.laterality or "").upper())
     site = hd.sr.FindingSite(anatomic_location=codes.SCT.Breast, laterality=laterality)
     groups = []
-    for index, finding in enumerate(image.findings, start=1):
+    for index, finding in enumerate(image.reported, start=1):
         region = hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
             graphic_data=finding_polyline(finding["box"]),
@@ -623,8 +681,8 @@ class OverlayWriterOperator(_WriterOperator):
             if image.status != "ok" or image.preview is None:
                 continue
             f = image.preview_factor
-            boxes = [[v * f for v in d["box"]] for d in image.findings]
-            scores = [d["score"] for d in image.findings]
+            boxes = [[v * f for v in d["box"]] for d in image.reported]
+            scores = [d["score"] for d in image.reported]
             path = output_paths(self.out_dir, study.study_instance_uid, image.sop_instance_uid)["overlay"]
             title = f"{image.laterality or '?'} {image.view or '?'}  {len(boxes)} finding(s)"
             overlay_png(image.preview, path, boxes, scores, max_side=PREVIEW_MAX_SIDE, title=title)
@@ -658,6 +716,7 @@ def study_summary(study: StudyResult, out_dir: str | os.PathLike[str]) -> dict[s
                 "pixel_spacing_mm": det.get("pixel_spacing_mm"),
                 "tiles_per_scale": det.get("tiles_per_scale"),
                 "findings": image.findings,
+                "num_reported": len(image.reported),
                 "sr_file": paths["sr"].name,
                 "overlay_file": paths["overlay"].name,
                 "timings_s": {**det.get("timings_s", {}), "image_total": round(image.seconds, 4)},
