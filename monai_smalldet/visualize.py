@@ -1,7 +1,8 @@
 """Pictures for people: a contact sheet of a dataset with its ground-truth boxes.
 
 Boxes are ``(x1, y1, x2, y2)`` pixels with x = column, as everywhere in the project.
-Matplotlib runs on the non-interactive Agg backend and writes atomically.
+Matplotlib (contact sheets) runs on the non-interactive Agg backend; overlays are drawn with
+Pillow. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["overlay_png", "preview_sheet", "thumbnail"]
+__all__ = ["OVERLAY_TITLE_PX", "overlay_png", "preview_sheet", "thumbnail"]
 
 
 def thumbnail(image: np.ndarray, max_side: int = 512) -> tuple[np.ndarray, float]:
@@ -106,6 +107,23 @@ def preview_sheet(
     return out
 
 
+#: Height in pixels of the title strip above an overlay.
+OVERLAY_TITLE_PX = 16
+
+
+def _overlay_font(size: int) -> Any:
+    """matplotlib's DejaVuSans (installed with it, nothing downloaded), else Pillow's own."""
+    from PIL import ImageFont
+
+    try:
+        import matplotlib
+
+        path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        return ImageFont.truetype(str(path), size)
+    except (ImportError, OSError):  # pragma: no cover - part of every matplotlib wheel
+        return ImageFont.load_default()
+
+
 def overlay_png(
     image: np.ndarray,
     out_png: str | os.PathLike[str],
@@ -118,34 +136,36 @@ def overlay_png(
 ) -> Path:
     """Write an overlay PNG of a (H, W) image in [0, 1] with findings (red, score) and truth (green).
 
-    Boxes are ``(x1, y1, x2, y2)`` pixels of ``image``, x = column. Written atomically.
+    Boxes are ``(x1, y1, x2, y2)`` pixels of ``image``, x = column. The image is
+    area-downsampled to ``max_side`` (:func:`thumbnail`) and drawn pixel for pixel below a
+    :data:`OVERLAY_TITLE_PX` title strip (Pillow: a 1024 px overlay takes tens of
+    milliseconds, a matplotlib figure ten times that). Written atomically.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    from PIL import Image, ImageDraw
 
     small, f = thumbnail(np.asarray(image, dtype=np.float32), max_side)
     h, w = small.shape
-    fig = plt.figure(figsize=(w / 100, h / 100 + 0.3), dpi=100)
-    ax = fig.add_axes((0, 0, 1, h / (h + 30)))
-    ax.imshow(small, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.axis("off")
-    for x1, y1, x2, y2 in truth:
-        ax.add_patch(
-            Rectangle((x1 * f, y1 * f), (x2 - x1) * f, (y2 - y1) * f, fill=False, edgecolor="lime", lw=1)
-        )
-    for (x1, y1, x2, y2), s in zip(boxes, scores, strict=False):
-        ax.add_patch(
-            Rectangle((x1 * f, y1 * f), (x2 - x1) * f, (y2 - y1) * f, fill=False, edgecolor="red", lw=1)
-        )
-        ax.text(x1 * f, y1 * f - 2, f"{s:.2f}", color="red", fontsize=6)
-    fig.suptitle(title or "", fontsize=7, y=0.995)
+    gray = (np.clip(np.nan_to_num(small), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    canvas = Image.new("RGB", (w, h + OVERLAY_TITLE_PX), (255, 255, 255))
+    canvas.paste(Image.fromarray(gray, mode="L").convert("RGB"), (0, OVERLAY_TITLE_PX))
+    draw = ImageDraw.Draw(canvas)
+    font = _overlay_font(10)
+
+    def rect(box: Sequence[float]) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = (float(v) * f for v in box)
+        return x1, y1 + OVERLAY_TITLE_PX, max(x1, x2 - 1), max(y1, y2 - 1) + OVERLAY_TITLE_PX
+
+    for box in truth:
+        draw.rectangle(rect(box), outline=(0, 255, 0), width=1)
+    for box, s in zip(boxes, scores, strict=False):
+        x1, y1, x2, y2 = rect(box)
+        draw.rectangle((x1, y1, x2, y2), outline=(255, 0, 0), width=1)
+        draw.text((x1, max(OVERLAY_TITLE_PX, y1 - 11)), f"{float(s):.2f}", fill=(255, 0, 0), font=font)
+    if title:
+        draw.text((3, 2), title, fill=(0, 0, 0), font=font)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    canvas.save(tmp, format="PNG", compress_level=1)
     os.replace(tmp, out)
     return out
