@@ -360,7 +360,11 @@ def merge_tile_duplicates(
     - their IoU exceeds ``thr`` (the same lesion seen by two tiles), or
     - their intersection over the smaller box exceeds ``thr`` *and* the smaller box was cut
       by a border of its tile (``cut``): the truncated part of a lesion lies inside the
-      whole box found by the neighbouring tile.
+      whole box found by the neighbouring tile;
+    - both were cut and they abut: side by side along one axis, with a gap (or overlap) of
+      at most half the narrower box, and sharing more than ``thr`` of the shorter extent
+      along the other axis; the two parts of a lesion on either side of a border of tiles
+      that do not overlap (``overlap=0``).
 
     Boxes of one tile never merge with each other (the network's own NMS already chose
     among them), and a small box inside a large one is not swallowed unless it was cut.
@@ -397,7 +401,9 @@ def merge_tile_duplicates(
     ids = np.arange(n) if tile_ids is None else np.asarray(tile_ids, dtype=np.int64).reshape(-1)
     cut_np = np.zeros(n, dtype=bool) if cut is None else np.asarray(cut, dtype=bool).reshape(-1)
     if ids.shape[0] != n or cut_np.shape[0] != n:
-        raise ValueError(f"tile_ids ({ids.shape[0]}) and cut ({cut_np.shape[0]}) need one entry per box ({n}).")
+        raise ValueError(
+            f"tile_ids ({ids.shape[0]}) and cut ({cut_np.shape[0]}) need one entry per box ({n})."
+        )
     area = np.prod(boxes_np[:, 2:] - boxes_np[:, :2], axis=1)
     boxes_t = torch.from_numpy(boxes_np)
     order = np.argsort(-scores_np, kind="stable")
@@ -412,7 +418,8 @@ def merge_tile_duplicates(
             iou = box_iou(boxes_t[i : i + 1], boxes_t[candidates]).reshape(-1).numpy()
             ios = box_ios(boxes_t[i : i + 1], boxes_t[candidates]).reshape(-1).numpy()
             smaller_cut = np.where(area[candidates] <= area[i], cut_np[candidates], cut_np[i])
-            group += candidates[(iou > thr) | ((ios > thr) & smaller_cut)].tolist()
+            halves = cut_np[i] & cut_np[candidates] & _abutting(boxes_np[i], boxes_np[candidates], thr)
+            group += candidates[(iou > thr) | ((ios > thr) & smaller_cut) | halves].tolist()
         open_[group] = False
         members = boxes_np[group]
         out_boxes.append([members[:, 0].min(), members[:, 1].min(), members[:, 2].max(), members[:, 3].max()])
@@ -423,6 +430,21 @@ def merge_tile_duplicates(
         np.asarray(out_scores, dtype=np.float32),
         np.asarray(out_labels, dtype=np.int64),
     )
+
+
+def _abutting(box: np.ndarray, others: np.ndarray, thr: float) -> np.ndarray:
+    """(M,) bool: ``others`` lie beside ``box`` along x or y, close and aligned (see
+    :func:`merge_tile_duplicates`)."""
+    out = np.zeros(len(others), dtype=bool)
+    for axis in (0, 1):  # side by side along x (axis 0) or along y (axis 1)
+        lo, hi = axis, axis + 2
+        olo, ohi = 1 - axis, 3 - axis  # the other axis
+        gap = np.maximum(others[:, lo] - box[hi], box[lo] - others[:, hi])
+        narrow = np.minimum(box[hi] - box[lo], others[:, hi] - others[:, lo])
+        shared = np.minimum(box[ohi], others[:, ohi]) - np.maximum(box[olo], others[:, olo])
+        shorter = np.minimum(box[ohi] - box[olo], others[:, ohi] - others[:, olo])
+        out |= (np.abs(gap) <= 0.5 * narrow) & (shared > thr * np.maximum(shorter, 1e-6))
+    return out
 
 
 class Fusion(ABC):

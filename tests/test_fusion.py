@@ -538,17 +538,87 @@ def test_fusion_properties(scene):
     ("boxes", "scores", "tile_ids", "cut", "expected_boxes", "expected_scores"),
     [
         # a lesion cut by a tile border: the truncated box joins the whole one of the next tile
-        ([[156, 500, 184, 540], [120, 500, 184, 540]], [0.9, 0.9], [0, 1], [True, False], [[120, 500, 184, 540]], [0.9]),
+        (
+            [[156, 500, 184, 540], [120, 500, 184, 540]],
+            [0.9, 0.9],
+            [0, 1],
+            [True, False],
+            [[120, 500, 184, 540]],
+            [0.9],
+        ),
         # truncated first and scored higher: the union is still the whole lesion
-        ([[120, 500, 184, 540], [156, 500, 184, 540]], [0.9, 0.95], [1, 0], [False, True], [[120, 500, 184, 540]], [0.95]),
+        (
+            [[120, 500, 184, 540], [156, 500, 184, 540]],
+            [0.9, 0.95],
+            [1, 0],
+            [False, True],
+            [[120, 500, 184, 540]],
+            [0.95],
+        ),
         # the same lesion seen whole by two tiles (IoU > 0.5): one box, the union
         ([[10, 10, 20, 20], [11, 10, 21, 20]], [0.6, 0.8], [0, 1], [False, False], [[10, 10, 21, 20]], [0.8]),
         # a small finding inside a large low-scored box of another tile, not cut: both stay
-        ([[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1], [0, 1], [False, False], [[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1]),
+        (
+            [[40, 40, 50, 50], [0, 0, 100, 100]],
+            [0.8, 0.1],
+            [0, 1],
+            [False, False],
+            [[40, 40, 50, 50], [0, 0, 100, 100]],
+            [0.8, 0.1],
+        ),
         # ... and the same pair from one tile: the network's NMS kept both, so do we
-        ([[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1], [0, 0], [True, True], [[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1]),
+        (
+            [[40, 40, 50, 50], [0, 0, 100, 100]],
+            [0.8, 0.1],
+            [0, 0],
+            [True, True],
+            [[40, 40, 50, 50], [0, 0, 100, 100]],
+            [0.8, 0.1],
+        ),
+        # tiles without overlap: the two halves of a lesion abut at the border, both cut
+        (
+            [[120, 500, 150, 540], [150, 502, 184, 541]],
+            [0.7, 0.8],
+            [0, 1],
+            [True, True],
+            [[120, 500, 184, 541]],
+            [0.8],
+        ),
+        # ... a pixel apart (the network's box falls short of the border)
+        (
+            [[120, 500, 149, 540], [151, 500, 184, 540]],
+            [0.7, 0.8],
+            [0, 1],
+            [True, True],
+            [[120, 500, 184, 540]],
+            [0.8],
+        ),
+        # ... but not when only one was cut, or they do not line up along the border
+        (
+            [[120, 500, 150, 540], [150, 500, 184, 540]],
+            [0.7, 0.8],
+            [0, 1],
+            [True, False],
+            [[150, 500, 184, 540], [120, 500, 150, 540]],
+            [0.8, 0.7],
+        ),
+        (
+            [[120, 500, 150, 540], [150, 530, 184, 570]],
+            [0.7, 0.8],
+            [0, 1],
+            [True, True],
+            [[150, 530, 184, 570], [120, 500, 150, 540]],
+            [0.8, 0.7],
+        ),
         # the large box is the cut one: the small one inside it is not a part of it
-        ([[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1], [0, 1], [False, True], [[40, 40, 50, 50], [0, 0, 100, 100]], [0.8, 0.1]),
+        (
+            [[40, 40, 50, 50], [0, 0, 100, 100]],
+            [0.8, 0.1],
+            [0, 1],
+            [False, True],
+            [[40, 40, 50, 50], [0, 0, 100, 100]],
+            [0.8, 0.1],
+        ),
         ([], [], [], [], np.zeros((0, 4)), []),
     ],
 )
@@ -570,7 +640,9 @@ def test_merge_tile_duplicates_labels_and_defaults():
     out_boxes, _, out_labels = merge_tile_duplicates([[0, 0, 10, 10], [0, 0, 10, 10]], [0.5, 0.6], [1, 2])
     assert sorted(out_labels.tolist()) == [1, 2]
     # no tile information: every box its own tile, none cut, so only IoU duplicates merge
-    out_boxes, _, _ = merge_tile_duplicates([[0, 0, 10, 10], [0, 0, 10, 11], [2, 2, 4, 4]], [0.9, 0.8, 0.7], [1, 1, 1])
+    out_boxes, _, _ = merge_tile_duplicates(
+        [[0, 0, 10, 10], [0, 0, 10, 11], [2, 2, 4, 4]], [0.9, 0.8, 0.7], [1, 1, 1]
+    )
     np.testing.assert_allclose(out_boxes, [[0, 0, 10, 11], [2, 2, 4, 4]])
     with pytest.raises(ValueError, match="one entry per box"):
         merge_tile_duplicates([[0, 0, 10, 10]], [0.5], [1], tile_ids=[0, 1])

@@ -26,14 +26,15 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("overlap", [0.25, 0.0])
 @pytest.mark.parametrize(("laterality", "square", "tile", "mode"), CASES)
-def test_boxes_come_back_to_original_pixels(laterality, square, tile, mode):
+def test_boxes_come_back_to_original_pixels(laterality, square, tile, mode, overlap):
     img = mammogram_with_square(laterality, square)
     image = MetaTensor(
         torch.from_numpy(img[None]), meta={"laterality": laterality, "pixel_spacing_mm": (0.1, 0.1)}
     )
     net = BrightSquareNet()
-    detector = MultiScaleDetector(net, tile_size=tile, overlap=0.25, mode=mode, batch_size=3, device="cpu")
+    detector = MultiScaleDetector(net, tile_size=tile, overlap=overlap, mode=mode, batch_size=3, device="cpu")
     out = detector.predict(image)
     assert out.image_size_hw == img.shape
     for level, (scale, found) in enumerate(zip(out.scales, out.per_scale, strict=True)):
