@@ -205,7 +205,7 @@ def main() -> None:
         if args.baseline_checkpoint is not None
         else ""
     )
-    command = "python -m benchmarks.quality" + (
+    command = f"python -m benchmarks.quality --n {args.n} --checkpoint {args.checkpoint}" + (
         f" --baseline-checkpoint {args.baseline_checkpoint}" if args.baseline_checkpoint is not None else ""
     )
     md = [
