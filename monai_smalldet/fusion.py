@@ -404,22 +404,14 @@ def merge_tile_duplicates(
         raise ValueError(
             f"tile_ids ({ids.shape[0]}) and cut ({cut_np.shape[0]}) need one entry per box ({n})."
         )
-    area = np.prod(boxes_np[:, 2:] - boxes_np[:, :2], axis=1)
-    boxes_t = torch.from_numpy(boxes_np)
+    partners = _duplicate_pairs(boxes_np, labels_np, ids, cut_np, thr)
     order = np.argsort(-scores_np, kind="stable")
     open_ = np.ones(n, dtype=bool)
     out_boxes, out_scores, out_labels = [], [], []
     for i in order:
         if not open_[i]:
             continue
-        candidates = np.flatnonzero(open_ & (labels_np == labels_np[i]) & (ids != ids[i]))
-        group = [i]
-        if len(candidates):
-            iou = box_iou(boxes_t[i : i + 1], boxes_t[candidates]).reshape(-1).numpy()
-            ios = box_ios(boxes_t[i : i + 1], boxes_t[candidates]).reshape(-1).numpy()
-            smaller_cut = np.where(area[candidates] <= area[i], cut_np[candidates], cut_np[i])
-            halves = cut_np[i] & cut_np[candidates] & _abutting(boxes_np[i], boxes_np[candidates], thr)
-            group += candidates[(iou > thr) | ((ios > thr) & smaller_cut) | halves].tolist()
+        group = [i, *(j for j in partners.get(int(i), ()) if open_[j])]
         open_[group] = False
         members = boxes_np[group]
         out_boxes.append([members[:, 0].min(), members[:, 1].min(), members[:, 2].max(), members[:, 3].max()])
@@ -432,17 +424,66 @@ def merge_tile_duplicates(
     )
 
 
-def _abutting(box: np.ndarray, others: np.ndarray, thr: float) -> np.ndarray:
-    """(M,) bool: ``others`` lie beside ``box`` along x or y, close and aligned (see
-    :func:`merge_tile_duplicates`)."""
-    out = np.zeros(len(others), dtype=bool)
+def _duplicate_pairs(
+    boxes: np.ndarray, labels: np.ndarray, ids: np.ndarray, cut: np.ndarray, thr: float, chunk: int = 512
+) -> dict[int, list[int]]:
+    """Box index -> the boxes it is a duplicate of (the rules of :func:`merge_tile_duplicates`).
+
+    Only pairs that can qualify are scored: same label, different tiles, and boxes that
+    intersect once each is grown by half its size on every side (an abutting half lies
+    within half the narrower box). Rows go in chunks, so memory stays ``O(chunk * n)`` for
+    the thousands of low-scored boxes a level decodes.
+    """
+    n = boxes.shape[0]
+    half = 0.5 * (boxes[:, 2:] - boxes[:, :2])
+    grown = np.concatenate([boxes[:, :2] - half, boxes[:, 2:] + half], axis=1)
+    rows, cols = [], []
+    for start in range(0, n, chunk):
+        g = grown[start : start + chunk]
+        near = (
+            (g[:, None, 0] < grown[None, :, 2])
+            & (grown[None, :, 0] < g[:, None, 2])
+            & (g[:, None, 1] < grown[None, :, 3])
+            & (grown[None, :, 1] < g[:, None, 3])
+            & (labels[start : start + chunk, None] == labels[None, :])
+            & (ids[start : start + chunk, None] != ids[None, :])
+        )
+        r, c = np.nonzero(near)
+        keep = c > r + start  # each unordered pair once
+        rows.append(r[keep] + start)
+        cols.append(c[keep])
+    i = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    j = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    if not len(i):
+        return {}
+    a, b = boxes[i], boxes[j]
+    inter = np.prod(np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None), axis=1)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    eps = np.finfo(np.float32).eps
+    iou = inter / np.maximum(area_a + area_b - inter, eps)
+    ios = inter / np.maximum(np.minimum(area_a, area_b), eps)
+    smaller_cut = np.where(area_b <= area_a, cut[j], cut[i])
+    halves = cut[i] & cut[j] & _abutting(a, b, thr)
+    dup = (iou > thr) | ((ios > thr) & smaller_cut) | halves
+    partners: dict[int, list[int]] = {}
+    for p, q in zip(i[dup].tolist(), j[dup].tolist(), strict=True):
+        partners.setdefault(p, []).append(q)
+        partners.setdefault(q, []).append(p)
+    return partners
+
+
+def _abutting(a: np.ndarray, b: np.ndarray, thr: float) -> np.ndarray:
+    """(M,) bool: boxes ``a[k]`` and ``b[k]`` lie side by side along x or y, close and
+    aligned (see :func:`merge_tile_duplicates`)."""
+    out = np.zeros(len(a), dtype=bool)
     for axis in (0, 1):  # side by side along x (axis 0) or along y (axis 1)
         lo, hi = axis, axis + 2
         olo, ohi = 1 - axis, 3 - axis  # the other axis
-        gap = np.maximum(others[:, lo] - box[hi], box[lo] - others[:, hi])
-        narrow = np.minimum(box[hi] - box[lo], others[:, hi] - others[:, lo])
-        shared = np.minimum(box[ohi], others[:, ohi]) - np.maximum(box[olo], others[:, olo])
-        shorter = np.minimum(box[ohi] - box[olo], others[:, ohi] - others[:, olo])
+        gap = np.maximum(b[:, lo] - a[:, hi], a[:, lo] - b[:, hi])
+        narrow = np.minimum(a[:, hi] - a[:, lo], b[:, hi] - b[:, lo])
+        shared = np.minimum(a[:, ohi], b[:, ohi]) - np.maximum(a[:, olo], b[:, olo])
+        shorter = np.minimum(a[:, ohi] - a[:, olo], b[:, ohi] - b[:, olo])
         out |= (np.abs(gap) <= 0.5 * narrow) & (shared > thr * np.maximum(shorter, 1e-6))
     return out
 

@@ -663,3 +663,66 @@ def test_cut_by_tile_border(origin, box, expected):
     from monai_smalldet.inference import cut_by_tile_border
 
     assert cut_by_tile_border(np.asarray([box]), origin, 64, (230, 256)).tolist() == [expected]
+
+
+def _merge_reference(boxes, scores, tile_ids, cut, thr=0.5):
+    """The rules of merge_tile_duplicates written out pair by pair (slow, obviously right)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+
+    def area(b):
+        return max(b[2] - b[0], 0) * max(b[3] - b[1], 0)
+
+    def dup(a, b, cut_a, cut_b):
+        iw = min(a[2], b[2]) - max(a[0], b[0])
+        ih = min(a[3], b[3]) - max(a[1], b[1])
+        inter = max(iw, 0) * max(ih, 0)
+        iou = inter / max(area(a) + area(b) - inter, 1e-7)
+        ios = inter / max(min(area(a), area(b)), 1e-7)
+        smaller_cut = cut_b if area(b) <= area(a) else cut_a
+        abut = False
+        for lo, hi, olo, ohi in ((0, 2, 1, 3), (1, 3, 0, 2)):
+            gap = max(b[lo] - a[hi], a[lo] - b[hi])
+            narrow = min(a[hi] - a[lo], b[hi] - b[lo])
+            shared = min(a[ohi], b[ohi]) - max(a[olo], b[olo])
+            shorter = min(a[ohi] - a[olo], b[ohi] - b[olo])
+            abut |= abs(gap) <= 0.5 * narrow and shared > thr * max(shorter, 1e-6)
+        return iou > thr or (ios > thr and smaller_cut) or (cut_a and cut_b and abut)
+
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    open_ = [True] * len(boxes)
+    out = []
+    for i in order:
+        if not open_[i]:
+            continue
+        group = [i] + [
+            j
+            for j in range(len(boxes))
+            if open_[j] and j != i and tile_ids[j] != tile_ids[i] and dup(boxes[i], boxes[j], cut[i], cut[j])
+        ]
+        for j in group:
+            open_[j] = False
+        m = boxes[group]
+        out.append([m[:, 0].min(), m[:, 1].min(), m[:, 2].max(), m[:, 3].max(), scores[i]])
+    return np.asarray(out).reshape(-1, 5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_merge_tile_duplicates_matches_the_pairwise_rules(seed):
+    """Random boxes on a 2 x 2 grid of overlapping tiles, many near the borders."""
+    from monai_smalldet.fusion import merge_tile_duplicates
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    centre = rng.choice([100.0, 200.0, 300.0], size=(n, 2)) + rng.normal(0, 30, (n, 2))
+    size = rng.uniform(4, 60, (n, 2))
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1).astype(np.float32)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    tile_ids = rng.integers(0, 4, n)
+    cut = rng.uniform(size=n) < 0.4
+    out_boxes, out_scores, _ = merge_tile_duplicates(
+        boxes, scores, np.ones(n, int), tile_ids=tile_ids, cut=cut
+    )
+    expected = _merge_reference(boxes, scores, tile_ids, cut)
+    assert len(out_boxes) < n  # the scene has duplicates to merge
+    np.testing.assert_allclose(out_boxes, expected[:, :4], atol=1e-4)
+    np.testing.assert_allclose(out_scores, expected[:, 4], atol=1e-6)
