@@ -9,7 +9,12 @@ module of the package imports ultralytics, so that:
 * a TrueType font (matplotlib's DejaVuSans) is placed where ultralytics looks for
   ``Arial.ttf``, so ``check_font`` never tries a download;
 * ultralytics' settings are switched to ``sync=False`` (no telemetry) on first import of
-  :mod:`monai_smalldet.networks`, see :func:`configure_ultralytics_settings`.
+  :mod:`monai_smalldet.networks`, see :func:`configure_ultralytics_settings`;
+* importing ultralytics does not make the process single-threaded: its ``__init__`` sets
+  ``OMP_NUM_THREADS=1`` when the variable is unset ("reduced CPU utilization during
+  training"), which pins PyTorch to one thread if torch's thread pool starts afterwards and
+  every child process (benchmark workers, a CLI run from a script) to one thread. The
+  variable is restored to what the user had (unset) right after the import.
 
 Values already present in the environment are respected (``setdefault``), so a deployment
 can point the caches elsewhere. The cache directory is ``$MONAI_SMALLDET_CACHE_DIR`` if set,
@@ -86,9 +91,31 @@ def configure_offline() -> Path:
     return root
 
 
+def _import_ultralytics_keeping_threads() -> None:
+    """Import ultralytics without its ``OMP_NUM_THREADS=1`` outliving the import.
+
+    torch's intra-op pool is started first (from the user's environment, as it would be
+    without ultralytics); while ultralytics imports, ``OMP_NUM_THREADS`` holds that same count
+    so ultralytics leaves it alone, and it is unset again afterwards. A value the user set is
+    never touched.
+    """
+    import sys
+
+    if "ultralytics" in sys.modules or os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    try:
+        import ultralytics  # noqa: F401
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
 def configure_ultralytics_settings() -> None:
-    """Turn ultralytics' telemetry off (``sync=False``); call right after importing it."""
+    """Import ultralytics offline, keeping the thread settings, and turn its telemetry off."""
     configure_offline()
+    _import_ultralytics_keeping_threads()
     from ultralytics.utils import SETTINGS
 
     if SETTINGS.get("sync", True):
