@@ -13,7 +13,8 @@ profile, seeds that no training split uses): a general split and a small-lesion 
   back vs true resolution), *scale* (level 1.0 alone vs 3 scales fused), *context* (level 0.25
   vs degraded level 1.0: the same resolution, 16x more context per tile);
 * fusion: WBF vs NMS vs soft-NMS vs concatenation (the same per-level detections);
-  tiled vs whole-image levels; tile overlap 0 vs 0.1.
+  tiled vs whole-image levels; tile overlap 0 vs 0.1; the last row/column of tiles trimmed at
+  the level's border (default) vs shifted back inside it as whole tiles (SAHI's layout).
 
 Sensitivity at 0.15 / 0.2 / 0.3 false positives per image (hit: predicted box centre inside
 the lesion box), bootstrap 95% intervals over images. Writes ``benchmarks/results/quality.json``,
@@ -147,6 +148,12 @@ def evaluate(
         MultiScaleDetector.from_checkpoint(checkpoint, device="cpu", overlap=0.0), items
     )
     rows["tiles without overlap"] = score([_as_pred(o.fused) for o in no_overlap])
+    shifted = _predictions(
+        MultiScaleDetector.from_checkpoint(checkpoint, device="cpu", tile_edge="shift"), items
+    )
+    rows["whole tiles, last row/column shifted back (SAHI layout)"] = score(
+        [_as_pred(o.fused) for o in shifted]
+    )
 
     # resolution and context: level 1.0 on images degraded to 0.25x detail
     degraded = _predictions(

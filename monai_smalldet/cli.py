@@ -186,6 +186,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     overrides = {
         "mode": args.mode,
+        "overlap": args.overlap,
+        "tile_edge": args.tile_edge,
         "fusion": args.fusion,
         "batch_size": args.batch_size,
         "backend": args.backend,
@@ -370,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("tiled", "whole"), default="tiled")
     p.add_argument("--scales", type=float, nargs="+", help="pyramid factors (default: the checkpoint's)")
     p.add_argument("--tile-size", type=int, help="tile side in pixels (default: the checkpoint's)")
+    p.add_argument("--overlap", type=float, default=0.1, help="tile overlap, a fraction of the tile")
+    p.add_argument(
+        "--tile-edge",
+        choices=("trim", "shift"),
+        default="trim",
+        help="last row/column of tiles: trimmed at the border (fewer pixels) or shifted back inside",
+    )
     p.add_argument("--fusion", default="wbf", help="wbf, nms, soft_nms or concat")
     p.add_argument(
         "--batch-size", type=int, default=None, help="tiles per network call (default: 1 on CPU, 16 on CUDA)"

@@ -44,7 +44,11 @@ _STRIDE = 32  # the network's largest stride: whole-image inputs are padded to a
 
 
 def cut_by_tile_border(
-    boxes: np.ndarray, origin_px: Sequence[int], tile_size: int, level_hw: Sequence[int], tol: float = 0.02
+    boxes: np.ndarray,
+    origin_px: Sequence[int],
+    tile_size: int | Sequence[int],
+    level_hw: Sequence[int],
+    tol: float = 0.02,
 ) -> np.ndarray:
     """Which boxes of one tile touch a border the tile shares with a neighbouring tile.
 
@@ -55,21 +59,23 @@ def cut_by_tile_border(
     Args:
         boxes: (N, 4) ``(x1, y1, x2, y2)`` in tile pixels, x = column.
         origin_px: the tile's ``(x, y)`` origin in the level's pixels.
-        tile_size: tile side in pixels.
+        tile_size: tile side in pixels, or the tile's (rows, columns) of level pixels (a
+            trimmed last row/column or a level smaller than a tile: without the padding).
         level_hw: (rows, columns) of the level.
-        tol: how near a border counts as touching it, as a fraction of the tile side.
+        tol: how near a border counts as touching it, as a fraction of the tile's longer side.
 
     Returns:
         (N,) bool.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     x0, y0 = int(origin_px[0]), int(origin_px[1])
+    th, tw = (int(tile_size), int(tile_size)) if np.ndim(tile_size) == 0 else (int(v) for v in tile_size)
     h, w = int(level_hw[0]), int(level_hw[1])
-    near = tol * tile_size
+    near = tol * max(th, tw)
     left = (x0 > 0) & (boxes[:, 0] <= near)
     top = (y0 > 0) & (boxes[:, 1] <= near)
-    right = (x0 + tile_size < w) & (boxes[:, 2] >= tile_size - near)
-    bottom = (y0 + tile_size < h) & (boxes[:, 3] >= tile_size - near)
+    right = (x0 + tw < w) & (boxes[:, 2] >= tw - near)
+    bottom = (y0 + th < h) & (boxes[:, 3] >= th - near)
     return left | top | right | bottom
 
 
@@ -127,6 +133,11 @@ class MultiScaleDetector:
         mode: ``"tiled"`` (systematic tiles, bounded memory) or ``"whole"`` (one pass per level).
         tile_size: tile side in pixels (paper: 1024).
         overlap: tile overlap as a fraction of the tile.
+        tile_edge: ``"trim"``: the last row/column of tiles of a level ends on its border and
+            runs at its own size (padded to the network stride), as does a level smaller than
+            a tile; ``"shift"``: every input is a whole tile, the last row/column shifted back
+            inside the level (SAHI's layout). Trimming computes a quarter fewer pixels on
+            full-size mammograms (:class:`~monai_smalldet.transforms.TileGrid`).
         batch_size: tiles per network call, across levels; ``None``: 1 on CPU (batching is
             slower on a few-core CPU, ``benchmarks/speed.py``), 16 on CUDA.
         fusion: name of the cross-scale fusion (``wbf``, ``nms``, ``soft_nms``, ``concat``).
@@ -150,6 +161,9 @@ class MultiScaleDetector:
         optimize: run a fused (Conv+BN), ``channels_last`` copy of the network. ``False`` runs
             ``network`` itself (as the validation of a network still in training must).
         skip_air_tiles: skip tiles in which the breast mask has no pixel (never computed on air).
+        copy_network: with ``optimize``, fold Conv+BN into a copy of ``network`` (default) or
+            into ``network`` itself when nothing else uses it (:meth:`from_checkpoint` does:
+            it saves a copy of the model at start-up).
 
     Example:
         .. code-block:: python
@@ -168,6 +182,7 @@ class MultiScaleDetector:
         mode: str = "tiled",
         tile_size: int = 1024,
         overlap: float = 0.1,
+        tile_edge: str = "trim",
         batch_size: int | None = None,
         fusion: str = "wbf",
         fusion_kwargs: Mapping[str, Any] | None = None,
@@ -185,6 +200,7 @@ class MultiScaleDetector:
         backend: str = "torch",
         optimize: bool = True,
         skip_air_tiles: bool = True,
+        copy_network: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -204,7 +220,12 @@ class MultiScaleDetector:
         self.batch_size = int(batch_size)
         self.pyramid = ScalePyramid(scales)
         self.scales = self.pyramid.scales
-        self.tiler = SystematicTile(tile_size=tile_size, overlap=overlap)
+        self.tiler = SystematicTile(
+            tile_size=tile_size,
+            overlap=overlap,
+            edge=tile_edge,
+            pad_multiple=_STRIDE if tile_edge == "trim" else None,
+        )
         self.fusion_name = fusion
         self.fusion = get_fusion(fusion, **dict(fusion_kwargs or {}))
         self.tile_iou_thr = float(tile_iou_thr)
@@ -224,6 +245,7 @@ class MultiScaleDetector:
             backend=backend,
             precision=precision if amp or precision != "auto" else "fp32",
             optimize=optimize,
+            copy_network=copy_network,
         )
         self.skip_air_tiles = bool(skip_air_tiles)
         self._mask = self.crop if self.crop is not None else CropBreast()
@@ -243,6 +265,7 @@ class MultiScaleDetector:
             "target_spacing_mm": spec.pixel_spacing_mm,
         }
         kwargs.update(overrides)
+        kwargs.setdefault("copy_network", False)  # the network loaded here serves this detector only
         detector = cls(network, device=device, **kwargs)
         detector.spec = spec
         return detector
@@ -324,9 +347,12 @@ class MultiScaleDetector:
             work, _, frame = self.crop(work, frame=frame)
         levels = self.pyramid(work, frame=frame)
 
-        # network inputs of every level: (level index, (1, s, s) array, frame to original,
-        # tile origin (x, y) in the level's pixels, level (rows, columns))
-        inputs: list[tuple[int, np.ndarray, FrameRecord, tuple[int, int], tuple[int, int]]] = []
+        # network inputs of every level: (level index, (1, h, w) array, frame to original,
+        # tile origin (x, y) in the level's pixels, level (rows, columns), the input's
+        # (rows, columns) of level pixels, i.e. without its padding)
+        inputs: list[
+            tuple[int, np.ndarray, FrameRecord, tuple[int, int], tuple[int, int], tuple[int, int]]
+        ] = []
         mask, step = None, 1
         if self.mode == "tiled" and self.skip_air_tiles:
             mask, step = self._mask.breast_mask_lowres(work)
@@ -338,7 +364,9 @@ class MultiScaleDetector:
                         skipped[level.level] += 1
                         continue
                     level_hw = tuple(np.asarray(level.image).shape[1:])
-                    inputs.append((level.level, np.asarray(tile.image), tile.frame, tile.origin_px, level_hw))
+                    arr = np.asarray(tile.image)
+                    extent = (arr.shape[1] - tile.pad_px[1], arr.shape[2] - tile.pad_px[0])
+                    inputs.append((level.level, arr, tile.frame, tile.origin_px, level_hw, extent))
             else:
                 lvl = np.asarray(level.image)
                 h, w = lvl.shape[1:]
@@ -347,23 +375,32 @@ class MultiScaleDetector:
                     padded = np.zeros((1, ph, pw), np.float32)
                     padded[:, :h, :w] = lvl
                     lvl = padded
-                inputs.append((level.level, lvl, level.frame, (0, 0), (h, w)))
+                inputs.append((level.level, lvl, level.frame, (0, 0), (h, w), (h, w)))
         t1 = time.perf_counter()
 
         # per level: (boxes, scores, labels, tile index, cut by a shared tile border)
         found: list[list[tuple[np.ndarray, ...]]] = [[] for _ in levels]
         if self.mode == "tiled":
-            order = range(0, len(inputs), self.batch_size)
-            chunks = [inputs[i : i + self.batch_size] for i in order]
+            # batches of same-size inputs (trimmed edge tiles and small levels are smaller)
+            by_size: dict[tuple[int, ...], list[Any]] = {}
+            for item in inputs:
+                by_size.setdefault(item[1].shape, []).append(item)
+            chunks = [
+                group[i : i + self.batch_size]
+                for group in by_size.values()
+                for i in range(0, len(group), self.batch_size)
+            ]
         else:
             chunks = [[item] for item in inputs]  # levels differ in size: one at a time
         for chunk in chunks:
             decoded = self._run_network([item[1] for item in chunk])
-            for (level_idx, arr, tile_frame, origin, level_hw), pred in zip(chunk, decoded, strict=True):
+            for (level_idx, _, tile_frame, origin, level_hw, extent), pred in zip(
+                chunk, decoded, strict=True
+            ):
                 tile_boxes = pred["box"].cpu().numpy()
                 boxes = tile_boxes_to_original(tile_boxes, tile_frame)
                 cut = (
-                    cut_by_tile_border(tile_boxes, origin, arr.shape[-1], level_hw)
+                    cut_by_tile_border(tile_boxes, origin, extent, level_hw)
                     if self.mode == "tiled"
                     else np.zeros(len(tile_boxes), dtype=bool)
                 )

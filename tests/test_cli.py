@@ -57,6 +57,13 @@ def test_detect_then_froc(dataset, capsys):
         x1, y1, x2, y2 = finding["box"]
         assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
         assert finding["box_mm"][2] == pytest.approx(x2 * 0.7, rel=1e-6)
+    # the tiling options reach the detector: more overlap, more tiles on the same image
+    dense = dataset / "pred_dense"
+    source = data / "test" / written[0].removesuffix(".json").replace("__", "/")  # the JSON's image
+    args = ["detect", str(source.with_suffix(".dcm")), "--checkpoint", str(dataset / "model.pt")]
+    assert main([*args, "--out", str(dense), "--overlap", "0.5", "--quiet"]) == 0
+    (again,) = (p for p in dense.glob("*.json") if p.name != "failed.json")
+    assert sum(json.loads(again.read_text())["tiles_per_scale"]) > sum(payload["tiles_per_scale"])
     assert (
         main(
             [

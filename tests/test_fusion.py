@@ -665,6 +665,22 @@ def test_cut_by_tile_border(origin, box, expected):
     assert cut_by_tile_border(np.asarray([box]), origin, 64, (230, 256)).tolist() == [expected]
 
 
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ([0, 5, 8, 15], True),  # left border: the previous tile overlaps it
+        ([30, 5, 40, 15], False),  # right border of a trimmed last column is the level's edge
+        ([10, 55, 20, 64], True),  # bottom border: a tile row follows
+    ],
+)
+def test_cut_by_tile_border_of_a_trimmed_tile(box, expected):
+    """The last column of a 256-wide level, trimmed to 40 x 64 columns x rows at x = 216."""
+    from monai_smalldet.inference import cut_by_tile_border
+
+    got = cut_by_tile_border(np.asarray([box]), (216, 0), (64, 40), (230, 256))
+    assert got.tolist() == [expected]
+
+
 def _merge_reference(boxes, scores, tile_ids, cut, thr=0.5):
     """The rules of merge_tile_duplicates written out pair by pair (slow, obviously right)."""
     boxes = np.asarray(boxes, dtype=np.float64)

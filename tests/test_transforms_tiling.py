@@ -74,6 +74,59 @@ def test_tiles_cover_every_pixel_and_stay_inside(h: int, w: int, tile: int, over
         assert len(set(starts)) == len(starts)  # no duplicate tile
 
 
+TRIM_CASES = [
+    # the last row/column stays on the regular grid and ends on the border (shorter tile)
+    (
+        1024,
+        0.1,
+        (2000, 1500),
+        [(0, 0, 1024, 1024), (922, 0, 1500, 1024), (0, 922, 1024, 1946), (922, 922, 1500, 1946)]
+        + [(0, 1844, 1024, 2000), (922, 1844, 1500, 2000)],
+    ),
+    (100, 0.25, (100, 210), [(0, 0, 100, 100), (75, 0, 175, 100), (150, 0, 210, 100)]),
+    (100, 0.0, (100, 201), [(0, 0, 100, 100), (100, 0, 200, 100), (200, 0, 201, 100)]),
+    (1024, 0.1, (700, 400), [(0, 0, 400, 700)]),
+]
+
+
+@pytest.mark.parametrize("tile, overlap, size, expected", TRIM_CASES)
+def test_trimmed_tile_grid_hand_worked(tile: int, overlap: float, size: tuple, expected: list) -> None:
+    assert TileGrid(tile, overlap, edge="trim")(size) == expected
+
+
+def _area(tiles: list) -> int:
+    return sum((t[2] - t[0]) * (t[3] - t[1]) for t in tiles)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(300, 6000),
+    w=st.integers(300, 6000),
+    tile=st.sampled_from([256, 320, 512, 1024, 1333]),
+    overlap=st.floats(0.0, 0.6),
+)
+def test_trimmed_tiles_cover_every_pixel_with_the_overlap_and_fewer_pixels(
+    h: int, w: int, tile: int, overlap: float
+) -> None:
+    shifted = TileGrid(tile, overlap)((h, w))
+    trimmed = TileGrid(tile, overlap, edge="trim")((h, w))
+    assert len(trimmed) == len(shifted)
+    arr = np.asarray(trimmed)
+    assert (arr[:, :2] >= 0).all() and (arr[:, 2] <= w).all() and (arr[:, 3] <= h).all()
+    overlap_px = tile - TileGrid(tile, overlap).stride_px
+    for lo, hi, n in ((0, 2, w), (1, 3, h)):
+        spans = sorted({(int(a), int(b)) for a, b in arr[:, [lo, hi]]})
+        covered = np.zeros(n, dtype=bool)
+        for a, b in spans:
+            covered[a:b] = True
+        assert covered.all()
+        assert spans[-1][1] == n  # the last span ends on the border
+        assert all(b - a == min(tile, n) for a, b in spans[:-1])  # the others are whole tiles
+        for (_, b), (a2, _) in zip(spans[:-1], spans[1:], strict=True):
+            assert b - a2 == overlap_px  # neighbours share exactly the overlap
+    assert _area(trimmed) <= _area(shifted)
+
+
 def _rect_bbox(img: np.ndarray, thr: float = 0.5) -> tuple[float, float, float, float]:
     """(x1, y1, x2, y2) of the pixels above ``thr`` in a (C, H, W) image (x = column)."""
     mask = np.asarray(img)[0] > thr
@@ -112,6 +165,11 @@ def test_systematic_tile_keeps_box_on_lesion_and_pads_small_levels(kind: str) ->
     np.testing.assert_allclose(_rect_bbox(small[0].image), small[0].boxes[0])
     if kind == "meta":
         assert small[0].image.meta["tile_pad_px"] == (312, 212)
+    # padded only up to the network stride: 300 x 200 -> 320 x 224
+    snug = SystematicTile(tile_size=512, pad_multiple=32)(data, box, frame=frame)
+    assert tuple(snug[0].image.shape) == (1, 320, 224) and snug[0].pad_px == (24, 20)
+    np.testing.assert_array_equal(np.asarray(snug[0].image)[:, :300, :200], np.asarray(img))
+    assert not np.asarray(snug[0].image)[:, 300:, :].any() and not np.asarray(snug[0].image)[:, :, 200:].any()
 
 
 def test_clip_boxes_to_tile_drops_below_visibility_and_keeps_labels_aligned() -> None:
@@ -185,6 +243,10 @@ def test_bad_tiling_arguments() -> None:
         TileGrid(1024, 1.0)
     with pytest.raises(ValueError, match="tile_size"):
         TileGrid(0)
+    with pytest.raises(ValueError, match="edge"):
+        TileGrid(1024, 0.1, edge="pad")
+    with pytest.raises(ValueError, match="pad_multiple"):
+        SystematicTile(64, pad_multiple=0)
     with pytest.raises(ValueError, match=r"rank 2 and shape \(10, 10\)"):
         SystematicTile(8)(np.zeros((10, 10)))
     with pytest.raises(ValueError, match="outside"):
