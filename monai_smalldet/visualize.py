@@ -109,6 +109,12 @@ def preview_sheet(
 
 #: Height in pixels of the title strip above an overlay.
 OVERLAY_TITLE_PX = 16
+_GREYS = 254  # palette entries for the image; the two after them are red and green
+_OVERLAY_PALETTE = [
+    *(v for i in range(_GREYS) for v in (round(i * 255 / (_GREYS - 1)),) * 3),
+    *(255, 0, 0),
+    *(0, 255, 0),
+]
 
 
 def _overlay_font(size: int) -> Any:
@@ -145,24 +151,28 @@ def overlay_png(
 
     small, f = thumbnail(np.asarray(image, dtype=np.float32), max_side)
     h, w = small.shape
-    gray = (np.clip(np.nan_to_num(small), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    canvas = Image.new("RGB", (w, h + OVERLAY_TITLE_PX), (255, 255, 255))
-    canvas.paste(Image.fromarray(gray, mode="L").convert("RGB"), (0, OVERLAY_TITLE_PX))
+    # a palette image (1 byte per pixel, a third of RGB's bytes to compress): indices 0-253 are
+    # greys (an error below half a grey level), 254 red, 255 green
+    grey = np.clip(np.nan_to_num(small), 0.0, 1.0) * float(_GREYS - 1)
+    canvas = Image.new("P", (w, h + OVERLAY_TITLE_PX), _GREYS - 1)
+    canvas.putpalette(_OVERLAY_PALETTE)
+    canvas.paste(Image.fromarray((grey + 0.5).astype(np.uint8), mode="L"), (0, OVERLAY_TITLE_PX))
     draw = ImageDraw.Draw(canvas)
     font = _overlay_font(10)
+    red, green, black = _GREYS, _GREYS + 1, 0
 
     def rect(box: Sequence[float]) -> tuple[float, float, float, float]:
         x1, y1, x2, y2 = (float(v) * f for v in box)
         return x1, y1 + OVERLAY_TITLE_PX, max(x1, x2 - 1), max(y1, y2 - 1) + OVERLAY_TITLE_PX
 
     for box in truth:
-        draw.rectangle(rect(box), outline=(0, 255, 0), width=1)
+        draw.rectangle(rect(box), outline=green, width=1)
     for box, s in zip(boxes, scores, strict=False):
         x1, y1, x2, y2 = rect(box)
-        draw.rectangle((x1, y1, x2, y2), outline=(255, 0, 0), width=1)
-        draw.text((x1, max(OVERLAY_TITLE_PX, y1 - 11)), f"{float(s):.2f}", fill=(255, 0, 0), font=font)
+        draw.rectangle((x1, y1, x2, y2), outline=red, width=1)
+        draw.text((x1, max(OVERLAY_TITLE_PX, y1 - 11)), f"{float(s):.2f}", fill=red, font=font)
     if title:
-        draw.text((3, 2), title, fill=(0, 0, 0), font=font)
+        draw.text((3, 2), title, fill=black, font=font)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")

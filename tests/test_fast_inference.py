@@ -7,6 +7,7 @@ bf16 autocast, skipping tiles that hold no breast, and the switches of the CLI a
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -16,9 +17,11 @@ import torch
 from monai_smalldet.inference import MultiScaleDetector
 from monai_smalldet.networks import (
     NetworkRunner,
+    NetworkSpec,
     build_network,
     cpu_supports_bf16,
     resolve_precision,
+    save_checkpoint,
 )
 from tests.fakes import BrightSquareNet
 
@@ -72,6 +75,29 @@ def test_fused_channels_last_runner_matches_and_leaves_the_network_alone(network
         assert torch.equal(v, before[k]), k
     conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous()
+
+
+def test_runner_may_fuse_a_network_nothing_else_uses_in_place(network, tmp_path) -> None:
+    x = torch.rand(1, 1, 256, 192)
+    ref = NetworkRunner(network, "cpu", precision="fp32")(x)
+    own = copy.deepcopy(network)
+    runner = NetworkRunner(own, "cpu", precision="fp32", copy_network=False)
+    assert runner.network is own  # no copy: its BatchNorms are folded into its convolutions
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in own.modules())
+    torch.testing.assert_close(runner(x), ref, rtol=0, atol=1e-4)
+    # a detector from a checkpoint owns its network: fused in place, same boxes as a copy
+    save_checkpoint(tmp_path / "m.pt", network, NetworkSpec(tile_size_px=128))
+    img = np.random.default_rng(0).random((300, 200), dtype=np.float32)
+    owned = MultiScaleDetector.from_checkpoint(tmp_path / "m.pt", device="cpu", precision="fp32")
+    assert owned.runner.network is owned.network
+    copied = MultiScaleDetector.from_checkpoint(
+        tmp_path / "m.pt", device="cpu", precision="fp32", copy_network=True
+    )
+    assert copied.runner.network is not copied.network
+    a, b = owned.predict(img, laterality="L").fused, copied.predict(img, laterality="L").fused
+    assert len(a) > 0
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.scores, b.scores)
 
 
 def test_onnxruntime_backend_gives_the_same_boxes(network) -> None:

@@ -11,7 +11,7 @@ head output (B, 4 + nc, anchors)`` for inference only:
 
 Precision ``"auto"`` picks fp16 on CUDA, bf16 on a CPU that computes bf16 natively
 (AVX-512 BF16 or AMX) and fp32 elsewhere: emulated bf16 is slower than fp32. The trained
-network passed in is never modified.
+network passed in is not modified unless asked (``copy_network=False``).
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ def resolve_precision(precision: str, device: torch.device | str, backend: str =
     return precision
 
 
-def _fused_copy(network: torch.nn.Module) -> torch.nn.Module:
-    """An eval-mode copy of ``network`` with Conv+BatchNorm folded where the model knows how."""
-    net = copy.deepcopy(network).eval()
+def _fused_copy(network: torch.nn.Module, in_place: bool = False) -> torch.nn.Module:
+    """An eval-mode copy of ``network`` (``network`` itself if ``in_place``) with Conv+BatchNorm
+    folded where the model knows how."""
+    net = (network if in_place else copy.deepcopy(network)).eval()
     fuse = getattr(net, "fuse", None)
     if callable(fuse):
         net = fuse(verbose=False) or net
@@ -99,7 +100,8 @@ class NetworkRunner:
     """Inference-only execution of a detector network.
 
     Args:
-        network: the trained network (not modified; a fused copy is made when ``optimize``).
+        network: the trained network (not modified unless ``copy_network=False``; a fused copy
+            is made when ``optimize``).
         device: where to run.
         backend: ``"torch"`` or ``"onnxruntime"`` (needs the ``onnx`` extra).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` (see :func:`resolve_precision`).
@@ -107,6 +109,9 @@ class NetworkRunner:
             other network runs as given). ``False`` runs ``network`` itself, so a network that
             is still training is seen as it is now.
         threads: ONNX Runtime intra-op threads (``None``: torch's thread count).
+        copy_network: optimise a copy (default). ``False`` folds the BatchNorms of ``network``
+            itself, which then serves inference only: for a network nothing else uses (a
+            detector loaded from a checkpoint), it saves the copy.
 
     Example:
         .. code-block:: python
@@ -125,6 +130,7 @@ class NetworkRunner:
         precision: str = "auto",
         optimize: bool = True,
         threads: int | None = None,
+        copy_network: bool = True,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
@@ -137,7 +143,7 @@ class NetworkRunner:
         )
         self.channels_last = self.optimize and self.device.type == "cpu" and backend == "torch"
         if self.optimize:
-            net = _fused_copy(network).to(self.device)
+            net = _fused_copy(network, in_place=not copy_network).to(self.device)
             if self.channels_last:
                 net = net.to(memory_format=torch.channels_last)
         else:
