@@ -1,8 +1,12 @@
 """Overhead of the MONAI Deploy application over the detector alone (goal: under 10%).
 
 Run: ``.venv/bin/python -m benchmarks.app [--scale 0.25] [--repeats 3]``. One synthetic
-four-view study (DICOM MG) and one randomly initialised yolov5n checkpoint (the speed does
-not depend on the weights). Timed, in one process:
+four-view study (DICOM MG), tiles of 1024 px at full size (``--scale 1.0``) and the same share
+of the image at smaller scales, and one randomly initialised yolov5n checkpoint (the network's
+speed does not depend on the weights; random weights do leave about a thousand low-scored
+boxes per image to merge, fuse and list in the JSON, more than a trained model). Timed, in
+one process (imports and one-time set-up such as highdicom's tables of the standard are
+paid once, as in a server; a fresh process per study pays them again):
 
 * ``detector``: ``LoadMammogram`` + ``MultiScaleDetector.predict`` on the four files;
 * ``app``: ``python -m apps.mammo_detect`` in-process, from the DICOM folder to the SRs, JSON
@@ -11,7 +15,8 @@ not depend on the weights). Timed, in one process:
 * ``app_report10``: the same with 10 findings per image in each SR and overlay (operating
   point 0), what a trained model's report of a busy image costs (the SR is built per finding).
 
-Writes ``benchmarks/results/app.json`` with the machine. Data are synthetic.
+The overhead is the median over repeats of ``app / detector - 1`` (each repeat runs the two
+back to back). Writes ``benchmarks/results/app.json`` with the machine. Data are synthetic.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint
 from monai_smalldet.transforms import LoadMammogram
 
 
+def _paired(app_s: list[float], det_s: list[float]) -> float:
+    """Median over repeats of ``app / detector - 1``, each repeat's two runs back to back."""
+    return round(statistics.median(a / d - 1.0 for a, d in zip(app_s, det_s, strict=True)), 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.25, help="synthetic image scale (0.25: 1024 x 832)")
@@ -47,7 +57,9 @@ def main() -> None:
             root / "data", n_train=0, n_val=0, n_test=4, seed=1, scale=args.scale, progress=False
         )
         spacing = 0.07 / args.scale
-        spec = NetworkSpec(tile_size_px=256, pixel_spacing_mm=spacing, scales=(1.0, 0.5, 0.25))
+        # the paper's 1024 px tiles at full size, the same share of the image at smaller scales
+        tile = max(64, round(1024 * args.scale / 32) * 32)
+        spec = NetworkSpec(tile_size_px=tile, pixel_spacing_mm=spacing, scales=(1.0, 0.5, 0.25))
         save_checkpoint(root / "model" / "model.pt", build_network("n"), spec)
         files = sorted((root / "data" / "test").rglob("*.dcm"))
         detector = MultiScaleDetector.from_checkpoint(root / "model" / "model.pt", device="cpu")
@@ -87,6 +99,8 @@ def main() -> None:
     result = {
         "benchmark": "deploy app vs detector alone, one 4-image study",
         "data": f"synthetic, scale {args.scale}, 4 views",
+        "tile_size_px": tile,
+        "torch_threads": torch.get_num_threads(),
         "machine": describe_machine(),
         "detector_s": det_s,
         "app_s": app_s["app"],
@@ -95,13 +109,17 @@ def main() -> None:
         "detector_s_median": round(det, 3),
         "app_s_median": round(app, 3),
         "app_report10_s_median": round(app10, 3),
-        "app_overhead_ratio": round(app / det - 1.0, 3),
-        "app_report10_overhead_ratio": round(app10 / det - 1.0, 3),
+        # each repeat times the detector and the app back to back: the median of those paired
+        # ratios cancels the drift of a shared machine between repeats
+        "app_overhead_ratio": _paired(app_s["app"], det_s),
+        "app_report10_overhead_ratio": _paired(app_s["app_report10"], det_s),
+        "ratio_of_medians": {"app": round(app / det - 1.0, 3), "app_report10": round(app10 / det - 1.0, 3)},
         "goal_overhead_ratio": 0.10,
     }
     print(
-        f"detector {det:.2f} s, app {app:.2f} s per study: overhead {100 * (app / det - 1):.0f}% (goal < 10%);"
-        f" with 10 reported findings per image {app10:.2f} s: {100 * (app10 / det - 1):.0f}%"
+        f"detector {det:.2f} s, app {app:.2f} s per study (medians): overhead "
+        f"{100 * result['app_overhead_ratio']:.1f}% (median of paired repeats; goal < 10%); with 10 "
+        f"reported findings per image {app10:.2f} s: {100 * result['app_report10_overhead_ratio']:.1f}%"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -8,16 +8,20 @@ Every contender gets the same full-size synthetic mammograms (3328 x 4096 or 409
 weights (speed does not depend on the weights; every contender decodes with the same score
 threshold). Each contender runs in its own process, so its peak RSS is its own:
 
-* ``ours_tiled``: :class:`MultiScaleDetector`, 3 scales, 1024 tiles, overlap 0.1, air tiles
-  skipped, fused ``channels_last`` network, batch size per device, WBF;
+* ``ours_tiled``: :class:`MultiScaleDetector`, 3 scales, 1024 tiles, overlap 0.1, the last
+  row/column of each level trimmed at its border (and a level smaller than a tile run at its
+  own size), air tiles skipped, fused ``channels_last`` network, batch size per device, WBF;
+* ``ours_tiled_shift``: ``ours_tiled`` with every input a whole tile, the last row/column
+  shifted back inside the level (SAHI's layout): what trimming gives;
 * ``ours_tiled_overlap0``: ``ours_tiled`` with tiles that do not overlap (fewer tiles; its
   sensitivity against overlap 0.1 is the "tiles without overlap" row of ``benchmarks.quality``);
 * ``ours_tiled_unoptimized``: the same pipeline without the fast-inference levers (no air-tile
-  skipping, the network as trained, batch 4): what the levers give;
+  skipping, whole shifted tiles, the network as trained, batch 4): what the levers give;
 * ``ours_whole``: each pyramid level as one image (no tiles, no overlap);
 * ``ours_onnxruntime``: ``ours_tiled`` with the ONNX Runtime backend;
 * ``ours_bf16``: ``ours_tiled`` under bf16 autocast (only on CPUs with native bf16; fp16 on CUDA);
 * ``bare_network``: the fused network alone on exactly the tiles ``ours_tiled`` ran (the floor);
+  its FLOP rate counts the pixels those tiles really hold (trimmed tiles are smaller).
 * ``sahi``: SAHI ``get_sliced_prediction`` at each of the same three scales, 1024 slices,
   overlap 0.1, its GREEDYNMM merge, the same network (Conv+BN fused, as ultralytics'
   predictor runs it) wrapped as a SAHI model at its native 1024 tile resolution;
@@ -25,7 +29,7 @@ threshold). Each contender runs in its own process, so its peak RSS is its own:
   does it (``LetterBox`` to ``imgsz``, network, NMS, ``scale_boxes``).
 
 The run also measures the machine's dense fp32 (and bf16 where native) matmul rate and the
-network's FLOPs per tile, and writes ``benchmarks/results/speed.json`` with the machine and the
+network's FLOPs per tile, records the torch threads of every worker, and writes ``benchmarks/results/speed.json`` with the machine and the
 goal ratios: ``speedup_vs_sahi``, ``ratio_to_bare_network``,
 ``network_fraction_of_matmul_peak``, ``peak_rss_gib``.
 """
@@ -51,6 +55,7 @@ from benchmarks.machine import describe_machine
 
 CONTENDERS = (
     "ours_tiled",
+    "ours_tiled_shift",
     "ours_tiled_overlap0",
     "ours_tiled_unoptimized",
     "ours_whole",
@@ -231,9 +236,13 @@ def worker(name: str, workdir: Path, device: str, tile_size: int) -> dict[str, A
     if name.startswith("ours"):
         kwargs = dict(common)
         if name == "ours_tiled_unoptimized":
-            kwargs.update(optimize=False, skip_air_tiles=False, batch_size=4, precision="fp32")
+            kwargs.update(
+                optimize=False, skip_air_tiles=False, tile_edge="shift", batch_size=4, precision="fp32"
+            )
         elif name == "ours_whole":
             kwargs.update(mode="whole")
+        elif name == "ours_tiled_shift":
+            kwargs.update(tile_edge="shift", precision="fp32")
         elif name == "ours_tiled_overlap0":
             kwargs.update(overlap=0.0, precision="fp32")
         elif name == "ours_onnxruntime":
@@ -250,6 +259,8 @@ def worker(name: str, workdir: Path, device: str, tile_size: int) -> dict[str, A
             out = detector.predict(image, laterality="L")
             return {
                 "tiles": sum(out.tiles_per_scale),
+                # pixels the network computed (1-channel inputs), in whole tiles' worth
+                "tile_equivalents": round(sum(x.numel() for x in recorder.batches) / tile_size**2, 3),
                 "air_tiles_skipped": sum(out.air_tiles_skipped),
                 "boxes": len(out.fused.boxes),
                 "stages_s": out.timings_s,
@@ -292,7 +303,13 @@ def worker(name: str, workdir: Path, device: str, tile_size: int) -> dict[str, A
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             extra.setdefault("bare_network_s", []).append(time.perf_counter() - t0)
-    record.update(seconds=seconds, per_image=details, peak_rss_gib=_peak_rss_gib(), **extra)
+    record.update(
+        seconds=seconds,
+        per_image=details,
+        peak_rss_gib=_peak_rss_gib(),
+        torch_threads=torch.get_num_threads(),
+        **extra,
+    )
     return record
 
 
@@ -392,8 +409,13 @@ def main() -> None:
             continue
         row = {**_summary(rec["seconds"]), "peak_rss_gib": round(rec["peak_rss_gib"], 2)}
         tiles = [d.get("tiles") for d in rec["per_image"]]
+        row["torch_threads"] = rec.get("torch_threads")
         if all(t is not None for t in tiles):
             row["tiles_per_image"] = statistics.mean(tiles)
+        if all("tile_equivalents" in d for d in rec["per_image"]):
+            row["tile_equivalents_per_image"] = round(
+                statistics.mean(d["tile_equivalents"] for d in rec["per_image"]), 2
+            )
             row["tiles_per_s"] = round(sum(tiles) / sum(rec["seconds"]), 2)
         if name.startswith("ours_tiled") or name == "ours_onnxruntime" or name == "ours_bf16":
             row["air_tiles_skipped_per_image"] = statistics.mean(
@@ -406,11 +428,13 @@ def main() -> None:
         if "bare_network_s" in rec:
             bare = rec["bare_network_s"]
             tiles = [d["tiles"] for d in rec["per_image"]]
+            pixels = [d["tile_equivalents"] for d in rec["per_image"]]  # FLOPs grow with pixels
             table["bare_network"] = {
                 **_summary(bare),
                 "tiles_per_image": statistics.mean(tiles),
+                "tile_equivalents_per_image": round(statistics.mean(pixels), 2),
                 "tiles_per_s": round(sum(tiles) / sum(bare), 2),
-                "achieved_gflops": round(gflop_tile * sum(tiles) / sum(bare), 1),
+                "achieved_gflops": round(gflop_tile * sum(pixels) / sum(bare), 1),
             }
     results["contenders"] = table
     results["raw"] = records
@@ -445,14 +469,16 @@ def main() -> None:
 def markdown_table(results: dict[str, Any]) -> str:
     """The README table of a ``speed.json``."""
     lines = [
-        "| contender | s / mammogram (median, min-max) | tiles / image | tiles / s | peak RSS GiB |",
-        "|---|---|---|---|---|",
+        "| contender | s / mammogram (median, min-max) | tiles / image | whole tiles' pixels / image "
+        "| tiles / s | peak RSS GiB |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in results["contenders"].items():
         tiles = row.get("tiles_per_image")
         lines.append(
             f"| {name} | {row['median_s']:.2f} ({row['min_s']:.2f}-{row['max_s']:.2f}) | "
-            f"{'' if tiles is None else f'{tiles:.1f}'} | {row.get('tiles_per_s', '')} | "
+            f"{'' if tiles is None else f'{tiles:.1f}'} | {row.get('tile_equivalents_per_image', '')} | "
+            f"{row.get('tiles_per_s', '')} | "
             f"{row.get('peak_rss_gib', '')} |"
         )
     keys = (
