@@ -671,6 +671,7 @@ def test_cut_by_tile_border(origin, box, expected):
         ([0, 5, 8, 15], True),  # left border: the previous tile overlaps it
         ([30, 5, 40, 15], False),  # right border of a trimmed last column is the level's edge
         ([10, 55, 20, 64], True),  # bottom border: a tile row follows
+        ([10, 30, 20, 40], False),  # 40 is the width, not the height: not near the bottom
     ],
 )
 def test_cut_by_tile_border_of_a_trimmed_tile(box, expected):

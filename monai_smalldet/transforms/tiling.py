@@ -60,8 +60,9 @@ class TileGrid:
     ``edge="trim"`` keeps the last row/column on the regular grid and ends it on the border
     instead: a shorter tile, overlapping its neighbour by exactly the overlap. Same number of
     tiles, fewer pixels to compute: the shifted last tile repeats up to a whole tile of
-    pixels its neighbour already saw (on the synthetic full-size mammograms the three levels
-    hold 16.8 shifted tiles but 12.5 tiles' worth of trimmed pixels, ``benchmarks/speed.py``).
+    pixels its neighbour already saw (on the five full-size synthetic mammograms of
+    ``benchmarks/speed.py`` the detector computes 12.3 whole tiles' worth of pixels per image
+    trimmed, 16.8 shifted).
     Inference uses it; training samples whole tiles.
 
     Args:
