@@ -14,7 +14,8 @@ profile, seeds that no training split uses): a general split and a small-lesion 
   vs degraded level 1.0: the same resolution, 16x more context per tile);
 * fusion: WBF vs NMS vs soft-NMS vs concatenation (the same per-level detections);
   tiled vs whole-image levels; tile overlap 0 vs 0.1; the last row/column of tiles trimmed at
-  the level's border (default) vs shifted back inside it as whole tiles (SAHI's layout).
+  the level's border (default) vs shifted back inside it as whole tiles (SAHI's layout); tiles
+  cropped to their breast part (default on CPU) vs whole tiles across the skin line.
 
 Sensitivity at 0.15 / 0.2 / 0.3 false positives per image (hit: predicted box centre inside
 the lesion box), bootstrap 95% intervals over images. Writes ``benchmarks/results/quality.json``,
@@ -154,6 +155,10 @@ def evaluate(
     rows["whole tiles, last row/column shifted back (SAHI layout)"] = score(
         [_as_pred(o.fused) for o in shifted]
     )
+    uncropped = _predictions(
+        MultiScaleDetector.from_checkpoint(checkpoint, device="cpu", crop_tiles_to_breast=False), items
+    )
+    rows["tiles not cropped to the breast"] = score([_as_pred(o.fused) for o in uncropped])
 
     # resolution and context: level 1.0 on images degraded to 0.25x detail
     degraded = _predictions(

@@ -154,6 +154,46 @@ def test_air_tiles_are_skipped_without_losing_findings(laterality: str) -> None:
     assert json.loads(json.dumps(fast.to_dict()))["air_tiles_skipped"] == fast.air_tiles_skipped
 
 
+@pytest.mark.parametrize(("laterality", "margin"), [("L", 0), ("R", 0), ("L", 32)])
+def test_tiles_across_the_skin_line_run_on_their_breast_part(laterality: str, margin: int) -> None:
+    """Findings on the skin line all round a half-disc breast, where the breast part of a tile
+    starts inside it (above, below or beside): the same boxes from the cropped tiles."""
+    from tests.fakes import mammogram_with_square
+
+    img = mammogram_with_square("L", (0, 0, 0, 0))
+    h, w = img.shape
+    rim = []
+    for angle in np.linspace(-75, 75, 7):  # one finding per 128 tile: they lie far apart
+        x = int(0.7 * w * np.cos(np.radians(angle)))
+        y = int(h / 2 + 0.45 * h * np.sin(np.radians(angle)))
+        img[y - 6 : y + 6, x - 6 : x + 6] = 1.0
+        rim.append([x - 6, y - 6, x + 6, y + 6])
+    if laterality == "R":
+        img = np.ascontiguousarray(img[:, ::-1])
+    kwargs = {"tile_size": 128, "overlap": 0.0, "scales": (1.0,), "device": "cpu", "air_margin_px": margin}
+    runs = {}
+    for crop in (False, True):
+        net = BrightSquareNet()
+        det = MultiScaleDetector(net, crop_tiles_to_breast=crop, **kwargs)
+        runs[crop] = (det.predict(img, laterality=laterality), sum(np.prod(c) for c in net.calls))
+    (whole, whole_px), (cropped, cropped_px) = runs[False], runs[True]
+    # the tiles along the rim are part air (a margin keeps some of it)
+    assert cropped_px < (0.9 if margin == 0 else 1.0) * whole_px
+    assert cropped.tiles_per_scale == whole.tiles_per_scale
+    assert len(cropped.fused) >= len(rim)
+    order = np.lexsort(whole.fused.boxes.T[::-1])
+    np.testing.assert_allclose(
+        cropped.fused.boxes[np.lexsort(cropped.fused.boxes.T[::-1])], whole.fused.boxes[order]
+    )
+
+
+def test_crop_tiles_to_breast_defaults_and_margin() -> None:
+    assert MultiScaleDetector(BrightSquareNet(), device="cpu").crop_tiles_to_breast
+    assert not MultiScaleDetector(BrightSquareNet(), device="cpu", skip_air_tiles=False).crop_tiles_to_breast
+    with pytest.raises(ValueError, match="air_margin_px"):
+        MultiScaleDetector(BrightSquareNet(), device="cpu", air_margin_px=-1)
+
+
 def test_inferer_sees_a_network_that_is_still_training() -> None:
     """The validation inferer must not run a fused snapshot of the weights."""
     from monai_smalldet.inferers import MultiScaleInferer

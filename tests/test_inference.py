@@ -26,17 +26,25 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("crop", [False, True])
 @pytest.mark.parametrize("edge", ["trim", "shift"])
 @pytest.mark.parametrize("overlap", [0.25, 0.0])
 @pytest.mark.parametrize(("laterality", "square", "tile", "mode"), CASES)
-def test_boxes_come_back_to_original_pixels(laterality, square, tile, mode, overlap, edge):
+def test_boxes_come_back_to_original_pixels(laterality, square, tile, mode, overlap, edge, crop):
     img = mammogram_with_square(laterality, square)
     image = MetaTensor(
         torch.from_numpy(img[None]), meta={"laterality": laterality, "pixel_spacing_mm": (0.1, 0.1)}
     )
     net = BrightSquareNet()
     detector = MultiScaleDetector(
-        net, tile_size=tile, overlap=overlap, tile_edge=edge, mode=mode, batch_size=3, device="cpu"
+        net,
+        tile_size=tile,
+        overlap=overlap,
+        tile_edge=edge,
+        mode=mode,
+        batch_size=3,
+        device="cpu",
+        crop_tiles_to_breast=crop,
     )
     out = detector.predict(image)
     assert out.image_size_hw == img.shape
@@ -49,9 +57,12 @@ def test_boxes_come_back_to_original_pixels(laterality, square, tile, mode, over
     assert out.fused.scales[0].all()  # found at every scale
     # paper's WBF (conf_type avg over the 3 scales): a box found at all three keeps its score
     assert out.fused.scores[0] == pytest.approx(0.9, abs=1e-5)
-    if mode == "tiled" and edge == "shift":
+    if mode == "tiled" and crop:  # tiles across the half-disc's rim run on their breast part
+        assert all(0 < s <= tile and s % 32 == 0 for shape in net.calls for s in shape[2:])
+        assert any(shape[2:] != (tile, tile) for shape in net.calls)
+    elif mode == "tiled" and edge == "shift":
         assert all(shape[2:] == (tile, tile) for shape in net.calls)
-    if mode == "tiled" and edge == "trim":  # edge tiles and the smallest level run at their size
+    elif mode == "tiled" and edge == "trim":  # edge tiles and the smallest level run at their size
         assert all(0 < s <= tile and s % 32 == 0 for shape in net.calls for s in shape[2:])
         assert any(shape[2:] != (tile, tile) for shape in net.calls)
     if mode == "tiled":
