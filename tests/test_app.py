@@ -434,6 +434,29 @@ def test_requirements_are_installed_here():
     assert "Would install" not in proc.stdout
 
 
+def test_requirements_cover_every_backend_the_app_accepts():
+    """MAMMO_DETECT_BACKEND=onnxruntime must work in the container: the MAP installs the
+    packages of the 'onnx' extra, at its pins."""
+    import re
+    import tomllib
+
+    from monai_smalldet.networks import BACKENDS
+
+    listed = {}
+    for line in (APP_DIR / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name = re.split(r"[<>=!~ ]", line, maxsplit=1)[0].lower()
+            listed[name] = line
+    extras = tomllib.loads((APP_DIR.parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert "onnxruntime" in BACKENDS
+    for pin in extras["onnx"]:
+        name = re.split(r"[<>=!~ ]", pin, maxsplit=1)[0].lower()
+        assert listed.get(name) == pin, f"{pin} missing from the MAP requirements"
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy is not installed")
 def test_sr_files_validate_with_dciodvfy(runs):
     """David Clunie's validator: no error against the SR IOD (warnings are reported, not fatal)."""
