@@ -6,7 +6,8 @@ The method of Rangarajan et al. (Sci Rep 2022) at inference time:
    crop the breast (:mod:`monai_smalldet.transforms`);
 2. build the scale pyramid (default X, 0.5X, 0.25X);
 3. ``tiled`` mode: cut every level into systematic tiles and run the network on all tiles of
-   all levels in batches; ``whole`` mode: run each level as one image (padded to the network
+   all levels in batches, except those without breast (a tile across the skin line runs on
+   its breast part on CPU); ``whole`` mode: run each level as one image (padded to the network
    stride), as the paper's own code did;
 4. map every box back to original pixels with the one mapping function
    (:func:`~monai_smalldet.transforms.frames.tile_boxes_to_original`), merge per level the
