@@ -150,7 +150,10 @@ def evaluate(
     )
     rows["tiles without overlap"] = score([_as_pred(o.fused) for o in no_overlap])
     shifted = _predictions(
-        MultiScaleDetector.from_checkpoint(checkpoint, device="cpu", tile_edge="shift"), items
+        MultiScaleDetector.from_checkpoint(
+            checkpoint, device="cpu", tile_edge="shift", crop_tiles_to_breast=False
+        ),
+        items,
     )
     rows["whole tiles, last row/column shifted back (SAHI layout)"] = score(
         [_as_pred(o.fused) for o in shifted]
