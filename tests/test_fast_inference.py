@@ -112,6 +112,17 @@ def test_onnxruntime_backend_gives_the_same_boxes(network) -> None:
         torch.testing.assert_close(got[:, 4:], ref[:, 4:], rtol=0, atol=1e-5)
 
 
+def test_onnxruntime_backend_runs_any_network_as_it_is() -> None:
+    """A network without an ultralytics head is exported whole (no raw-head decoding)."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 5, 3, stride=8, padding=1), torch.nn.Flatten(2)).eval()
+    runner = NetworkRunner(net, "cpu", backend="onnxruntime")
+    x = torch.rand(2, 1, 96, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), net(x), rtol=0, atol=1e-5)
+
+
 def test_bf16_autocast_runs_and_stays_close(network) -> None:
     runner = NetworkRunner(network, "cpu", precision="bf16")
     x = torch.rand(1, 1, 128, 128)

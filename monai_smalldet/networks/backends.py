@@ -179,6 +179,7 @@ class NetworkRunner:
             net = network
         self.network = net
         self._session: Any = None
+        self._detect: Any = None
         if backend == "onnxruntime":
             self._session = self._onnx_session(net, threads)
 
@@ -189,7 +190,15 @@ class NetworkRunner:
             raise ImportError(
                 "the onnxruntime backend needs the 'onnx' extra: pip install 'monai-smalldet[onnx]'"
             ) from err
-        head = _RawHeadOutputs(copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format))
+        plain = copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format).eval()
+        # an ultralytics detector ends at its head's raw outputs (decoded in torch: see the
+        # module docstring); any other network is exported as it is
+        self._detect = _detect_head(plain)
+        if self._detect is not None:
+            head: torch.nn.Module = _RawHeadOutputs(plain)
+            outputs = ["box_distributions", "class_logits"]
+        else:
+            head, outputs = plain, ["pred"]
         buffer = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
@@ -199,12 +208,11 @@ class NetworkRunner:
                 buffer,
                 dynamo=False,
                 input_names=["image"],
-                output_names=["box_distributions", "class_logits"],
+                output_names=outputs,
                 opset_version=17,
                 dynamic_axes={
                     "image": {0: "batch", 2: "height", 3: "width"},
-                    "box_distributions": {0: "batch", 2: "anchors"},
-                    "class_logits": {0: "batch", 2: "anchors"},
+                    **{name: {0: "batch", 2: "anchors"} for name in outputs},
                 },
             )
         options = ort.SessionOptions()
@@ -217,8 +225,11 @@ class NetworkRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Head output ``(B, 4 + nc, anchors)`` in float32 for ``x`` ``(B, C, h, w)``."""
         if self._session is not None:
-            dist, logits = self._session.run(None, {"image": x.detach().float().cpu().numpy()})
-            return self._decode_raw(torch.from_numpy(dist), torch.from_numpy(logits), tuple(x.shape[2:]))
+            outs = self._session.run(None, {"image": x.detach().float().cpu().numpy()})
+            if self._detect is None:
+                return torch.from_numpy(outs[0])
+            dist, logits = (torch.from_numpy(o) for o in outs)
+            return self._decode_raw(dist, logits, tuple(x.shape[2:]))
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -233,7 +244,7 @@ class NetworkRunner:
         (cx, cy, w, h) in input pixels, then class sigmoid scores (the head's own decoding)."""
         from ultralytics.utils.tal import make_anchors
 
-        detect = _detect_head(self.network)
+        detect = self._detect
         sizes = []
         for stride in detect.stride.tolist():
             # feature map size after log2(stride) stride-2 convolutions (k=3, p=1: ceil halving)
