@@ -395,10 +395,10 @@ class MultiScaleDetector:
             work, _, frame = self.crop(work, frame=frame)
         levels = self.pyramid(work, frame=frame)
 
-        # network inputs of every level: (level index, (1, h, w) array, frame of its tile to
+        # network inputs of every level: (level index, (1, h, w) array, frame of the input to
         # original, tile origin (x, y) in the level's pixels, level (rows, columns), the tile's
-        # (rows, columns) of level pixels, i.e. without its padding, and the input's offset
-        # (x, y) in its tile: a tile cropped to its breast is a window of it)
+        # (rows, columns) of level pixels, i.e. without its padding, and the record of the
+        # input in its tile: a tile cropped to its breast is a window of it; None: the tile)
         inputs: list[
             tuple[
                 int,
@@ -407,7 +407,7 @@ class MultiScaleDetector:
                 tuple[int, int],
                 tuple[int, int],
                 tuple[int, int],
-                tuple[int, int],
+                FrameRecord | None,
             ]
         ] = []
         mask, step = None, 1
@@ -420,7 +420,7 @@ class MultiScaleDetector:
                 for tile in self.tiler(level.image, frame=level.frame, scale=level.scale, level=level.level):
                     arr = np.asarray(tile.image)
                     extent = (arr.shape[1] - tile.pad_px[1], arr.shape[2] - tile.pad_px[0])
-                    window = (0, 0)
+                    input_frame, window = tile.frame, None  # window: input pixels -> tile pixels
                     if mask is not None:
                         cells, r0, c0 = self._tile_mask(mask, step, tile, extent, frame)
                         if not cells.any():  # no breast pixel: never computed on air
@@ -433,8 +433,10 @@ class MultiScaleDetector:
                             if bottom <= top or right <= left:  # its breast cells lie beyond it
                                 skipped[level.level] += 1
                                 continue
-                            arr, window = arr[:, top:bottom, left:right], (left, top)
-                    inputs.append((level.level, arr, tile.frame, tile.origin_px, level_hw, extent, window))
+                            arr = arr[:, top:bottom, left:right]
+                            window = FrameRecord.translation(left, top)
+                            input_frame = tile.frame.compose(window)
+                    inputs.append((level.level, arr, input_frame, tile.origin_px, level_hw, extent, window))
             else:
                 lvl = np.asarray(level.image)
                 h, w = lvl.shape[1:]
@@ -443,7 +445,7 @@ class MultiScaleDetector:
                     padded = np.zeros((1, ph, pw), np.float32)
                     padded[:, :h, :w] = lvl
                     lvl = padded
-                inputs.append((level.level, lvl, level.frame, (0, 0), (h, w), (h, w), (0, 0)))
+                inputs.append((level.level, lvl, level.frame, (0, 0), (h, w), (h, w), None))
         t1 = time.perf_counter()
 
         # per level: (boxes, scores, labels, tile index, cut by a shared tile border)
@@ -462,13 +464,13 @@ class MultiScaleDetector:
             chunks = [[item] for item in inputs]  # levels differ in size: one at a time
         for chunk in chunks:
             decoded = self._run_network([item[1] for item in chunk])
-            for (level_idx, _, tile_frame, origin, level_hw, extent, window), pred in zip(
+            for (level_idx, _, input_frame, origin, level_hw, extent, window), pred in zip(
                 chunk, decoded, strict=True
             ):
-                tile_boxes = pred["box"].cpu().numpy()
-                if window != (0, 0):  # window pixels -> tile pixels
-                    tile_boxes = tile_boxes + np.array([*window, *window], dtype=tile_boxes.dtype)
-                boxes = tile_boxes_to_original(tile_boxes, tile_frame)
+                input_boxes = pred["box"].cpu().numpy()
+                boxes = tile_boxes_to_original(input_boxes, input_frame)
+                # the tile-border test works in the pixels of the whole tile
+                tile_boxes = input_boxes if window is None else np.asarray(map_boxes(input_boxes, window))
                 cut = (
                     cut_by_tile_border(tile_boxes, origin, extent, level_hw)
                     if self.mode == "tiled"
