@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,10 @@ DEFAULT = 0.1
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
     """Exact two-sided McNemar p-value of ``only_a`` vs ``only_b`` discordant lesions."""
+    from scipy.stats import binomtest
+
     n = only_a + only_b
-    if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
 
 
 class _PixelCounter:

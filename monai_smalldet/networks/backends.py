@@ -9,8 +9,8 @@ head output (B, 4 + nc, anchors)`` for inference only:
 - ``onnxruntime`` backend: the same fused network exported to ONNX (dynamic batch and size)
   and run by ONNX Runtime's CPU (or CUDA) provider, fp32. The graph ends at the head's raw
   outputs (box distributions and class logits); the distribution-to-box decoding runs in
-  torch: ONNX Runtime's softmax over the distribution axis of every anchor took a tenth of a
-  1024 tile's time on CPU, torch's takes next to nothing.
+  torch: ONNX Runtime's CPU softmax over the distribution axis of every anchor is slow,
+  torch's is not.
 
 Precision ``"auto"`` picks fp16 on CUDA, bf16 on a CPU that computes bf16 natively
 (AVX-512 BF16 or AMX) and fp32 elsewhere: emulated bf16 is slower than fp32. The trained
