@@ -27,6 +27,7 @@ from monai_smalldet.fusion import (
     get_fusion,
     merge_overlapping_tiles,
     register_fusion,
+    weighted_boxes_fusion,
 )
 
 HW = (1000, 800)  # (H, W): not square
@@ -201,6 +202,109 @@ def test_wbf_agrees_with_ensemble_boxes_on_all_scales():
     np.testing.assert_allclose(result.boxes, boxes * 100, atol=1e-3)
     np.testing.assert_allclose(result.scores, scores, rtol=1e-6)
     np.testing.assert_allclose(result.scores, [(0.9 + 0.7) / 3, 0.4 / 3], rtol=1e-6)
+
+
+def _wbf_scene(rng, num_models, n, grid):
+    """Random normalised boxes, clustered around a few centres so that clusters of several boxes
+    form; on a coarse ``grid`` coordinates and scores repeat (ties in the sort and the matching)."""
+    boxes, scores, labels = [], [], []
+    centres = rng.uniform(0.1, 0.9, size=(max(n // 4, 1), 2))
+    for _ in range(num_models):
+        c = centres[rng.integers(0, len(centres), size=n)] + rng.normal(0, 0.02, size=(n, 2))
+        half = rng.uniform(0.005, 0.08, size=(n, 2))
+        b = np.clip(np.concatenate([c - half, c + half], axis=1), 0, 1)
+        s = rng.uniform(0, 1, size=n)
+        if grid:
+            b, s = np.round(b * grid) / grid, np.round(s * 4) / 4
+        boxes.append(b)
+        scores.append(s)
+        labels.append(rng.integers(1, 3, size=n))
+    return boxes, scores, labels
+
+
+@pytest.mark.parametrize("conf_type", WBFFusion.CONF_TYPES)
+@pytest.mark.parametrize("seed", range(4))
+def test_weighted_boxes_fusion_is_ensemble_boxes_to_the_bit(conf_type, seed):
+    """Same boxes, scores, labels and order as ensemble-boxes itself, exactly, for every confidence rule,
+    with unequal weights, several labels, overflow allowed or not, ties in scores and boxes,
+    zero-area and below-threshold boxes, empty models."""
+    import ensemble_boxes
+
+    rng = np.random.default_rng(seed)
+    num_models = int(rng.integers(1, 4))
+    boxes, scores, labels = _wbf_scene(
+        rng, num_models, n=int(rng.integers(20, 120)), grid=50 if seed % 2 else 0
+    )
+    boxes[0][:3, 2] = boxes[0][:3, 0]  # zero area: skipped by both
+    if num_models > 1:
+        boxes[1], scores[1], labels[1] = np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=int)
+    weights = list(rng.uniform(0.5, 2.0, size=num_models))
+    kwargs = dict(
+        weights=weights,
+        iou_thr=float(rng.uniform(0.3, 0.7)),
+        skip_box_thr=0.1,
+        conf_type=conf_type,
+        allows_overflow=bool(seed % 2),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ensemble-boxes warns about the zero-area boxes
+        expected = ensemble_boxes.weighted_boxes_fusion(boxes, scores, labels, **kwargs)
+    got = weighted_boxes_fusion(boxes, scores, labels, **kwargs)
+    assert (
+        len(got[0]) > 0 and len(got[0]) < sum(len(b) for b in boxes) - 3
+    )  # clusters of several boxes formed
+    for e, g in zip(expected, got[:3], strict=True):
+        assert e.dtype == g.dtype
+        np.testing.assert_array_equal(g, e)
+
+
+def test_weighted_boxes_fusion_iou_at_the_threshold_does_not_join():
+    """IoU exactly ``iou_thr`` starts a new cluster (ensemble-boxes matches on IoU > thr); binary
+    fractions make the IoU exactly 0.5: (1/64) / (1/32 + 1/64 - 1/64)."""
+    import ensemble_boxes
+
+    args = ([np.array([[0, 0, 0.25, 0.125]]), np.array([[0, 0, 0.125, 0.125]])], [[0.9], [0.8]], [[1], [1]])
+    got = weighted_boxes_fusion(*args, iou_thr=0.5)
+    assert len(got[0]) == len(ensemble_boxes.weighted_boxes_fusion(*args, iou_thr=0.5)[0]) == 2
+    assert len(weighted_boxes_fusion(*args, iou_thr=0.49)[0]) == 1
+
+
+def test_weighted_boxes_fusion_knows_each_clusters_models():
+    """A cluster's models are those of its boxes: recomputed here by assigning every input box to the
+    fused box it lies nearest to (the clusters below are far apart, so that assignment is unambiguous)."""
+    rng = np.random.default_rng(7)
+    centres = np.array([[0.2, 0.2], [0.5, 0.7], [0.8, 0.3]])
+    present = [[0, 1], [1, 2], [0, 1, 2]]  # models that saw each lesion
+    boxes, scores, labels = [[] for _ in range(3)], [[] for _ in range(3)], [[] for _ in range(3)]
+    for centre, models in zip(centres, present, strict=True):
+        for m in models:
+            c = centre + rng.normal(0, 0.003, size=2)
+            boxes[m].append([*(c - 0.05), *(c + 0.05)])
+            scores[m].append(rng.uniform(0.3, 0.9))
+            labels[m].append(1)
+    fused, _, _, models = weighted_boxes_fusion(
+        [np.asarray(b).reshape(-1, 4) for b in boxes], [np.asarray(s) for s in scores], labels
+    )
+    assert len(fused) == 3
+    for box, found in zip(fused, models, strict=True):
+        lesion = int(np.argmin(np.linalg.norm(centres - (box[:2] + box[2:]) / 2, axis=1)))
+        np.testing.assert_array_equal(np.flatnonzero(found), present[lesion])
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        (([[[0, 0, 1.2, 1]]], [[0.5]], [[1]]), {}, "normalised"),
+        (([[[0.5, 0, 0.4, 1]]], [[0.5]], [[1]]), {}, "x1 <= x2"),
+        (([[[0, 0, 1, 1]]], [[0.5, 0.4]], [[1]]), {}, "1 boxes, 2 scores"),
+        (([[[0, 0, 1, 1]]], [[0.5]], [[1]]), {"weights": [1, 1]}, "one entry per model"),
+        (([[[0, 0, 1, 1]]], [[0.5]], [[1]]), {"iou_thr": 1.5}, "iou_thr"),
+        (([[[0, 0, 1, 1]]], [[0.5]], [[1]]), {"conf_type": "mean"}, "conf_type"),
+    ],
+)
+def test_weighted_boxes_fusion_input_errors(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        weighted_boxes_fusion(*args, **kwargs)
 
 
 @pytest.mark.parametrize("name", ["wbf", "nms", "soft_nms", "concat"])
