@@ -407,19 +407,35 @@ def merge_tile_duplicates(
         raise ValueError(
             f"tile_ids ({ids.shape[0]}) and cut ({cut_np.shape[0]}) need one entry per box ({n})."
         )
-    partners = _duplicate_pairs(boxes_np, labels_np, ids, cut_np, thr)
+    if not 0.0 <= thr <= 1.0:
+        raise ValueError(f"thr must lie in [0, 1], got {thr}.")
+    i, j = _duplicate_pairs(boxes_np, labels_np, ids, cut_np, thr)
+    # partners of every box as CSR arrays (each pair both ways)
+    ends = np.concatenate([i, j])
+    others = np.concatenate([j, i])
+    by_box = np.argsort(ends, kind="stable")
+    partners = others[by_box]
+    start = np.searchsorted(ends[by_box], np.arange(n + 1))
     order = np.argsort(-scores_np, kind="stable")
     open_ = np.ones(n, dtype=bool)
     out_boxes, out_scores, out_labels = [], [], []
-    for i in order:
-        if not open_[i]:
+    for k in order.tolist():
+        if not open_[k]:
             continue
-        group = [i, *(j for j in partners.get(int(i), ()) if open_[j])]
-        open_[group] = False
-        members = boxes_np[group]
-        out_boxes.append([members[:, 0].min(), members[:, 1].min(), members[:, 2].max(), members[:, 3].max()])
-        out_scores.append(scores_np[i])
-        out_labels.append(labels_np[i])
+        open_[k] = False
+        box = boxes_np[k]
+        if start[k + 1] > start[k]:
+            found = partners[start[k] : start[k + 1]]
+            found = found[open_[found]]
+            if len(found):
+                open_[found] = False
+                members = boxes_np[found]
+                box = np.concatenate(
+                    [np.minimum(box[:2], members[:, :2].min(0)), np.maximum(box[2:], members[:, 2:].max(0))]
+                )
+        out_boxes.append(box)
+        out_scores.append(scores_np[k])
+        out_labels.append(labels_np[k])
     return (
         np.asarray(out_boxes, dtype=np.float32).reshape(-1, 4),
         np.asarray(out_scores, dtype=np.float32),
@@ -428,52 +444,66 @@ def merge_tile_duplicates(
 
 
 def _duplicate_pairs(
-    boxes: np.ndarray, labels: np.ndarray, ids: np.ndarray, cut: np.ndarray, thr: float, chunk: int = 512
-) -> dict[int, list[int]]:
-    """Box index -> the boxes it is a duplicate of (the rules of :func:`merge_tile_duplicates`).
+    boxes: np.ndarray, labels: np.ndarray, ids: np.ndarray, cut: np.ndarray, thr: float, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs ``(i, j)``, ``i < j``, of duplicate boxes (the rules of :func:`merge_tile_duplicates`).
 
     Only pairs that can qualify are scored: same label, different tiles, and boxes that
-    intersect once each is grown by half its size on every side (an abutting half lies
-    within half the narrower box). Rows go in chunks, so memory stays ``O(chunk * n)`` for
-    the thousands of low-scored boxes a level decodes.
+    intersect, or, when both were cut, that intersect once each is grown by half its size on
+    every side (an abutting half lies within half the narrower box). Boxes go by their left
+    edge, so each chunk of rows is compared with the boxes that start before its rightmost
+    edge only, and memory stays ``O(chunk * n)`` for the thousands of low-scored boxes a level
+    decodes.
     """
     n = boxes.shape[0]
     half = 0.5 * (boxes[:, 2:] - boxes[:, :2])
     grown = np.concatenate([boxes[:, :2] - half, boxes[:, 2:] + half], axis=1)
+    reach = np.where(cut[:, None], grown, boxes)
+    order = np.argsort(reach[:, 0], kind="stable")
+    reach, lab, tid = reach[order], labels[order], ids[order]
     rows, cols = [], []
     for start in range(0, n, chunk):
-        g = grown[start : start + chunk]
+        stop = min(start + chunk, n)
+        r = reach[start:stop]
+        # boxes after this chunk that start (left edge) before its rightmost right edge
+        end = int(np.searchsorted(reach[:, 0], r[:, 2].max(), side="left"))
+        c = reach[start:end]
         near = (
-            (g[:, None, 0] < grown[None, :, 2])
-            & (grown[None, :, 0] < g[:, None, 2])
-            & (g[:, None, 1] < grown[None, :, 3])
-            & (grown[None, :, 1] < g[:, None, 3])
-            & (labels[start : start + chunk, None] == labels[None, :])
-            & (ids[start : start + chunk, None] != ids[None, :])
+            (c[None, :, 0] < r[:, None, 2])
+            & (r[:, None, 0] < c[None, :, 2])
+            & (r[:, None, 1] < c[None, :, 3])
+            & (c[None, :, 1] < r[:, None, 3])
+            & (lab[start:stop, None] == lab[None, start:end])
+            & (tid[start:stop, None] != tid[None, start:end])
         )
-        r, c = np.nonzero(near)
-        keep = c > r + start  # each unordered pair once
-        rows.append(r[keep] + start)
-        cols.append(c[keep])
-    i = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    j = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+        ri, ci = np.nonzero(near)
+        keep = ci > ri  # each unordered pair once
+        rows.append(order[ri[keep] + start])
+        cols.append(order[ci[keep] + start])
+    a = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    b = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    i, j = np.minimum(a, b), np.maximum(a, b)
     if not len(i):
-        return {}
-    a, b = boxes[i], boxes[j]
-    inter = np.prod(np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None), axis=1)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    eps = np.finfo(np.float32).eps
-    iou = inter / np.maximum(area_a + area_b - inter, eps)
-    ios = inter / np.maximum(np.minimum(area_a, area_b), eps)
-    smaller_cut = np.where(area_b <= area_a, cut[j], cut[i])
-    halves = cut[i] & cut[j] & _abutting(a, b, thr)
-    dup = (iou > thr) | ((ios > thr) & smaller_cut) | halves
-    partners: dict[int, list[int]] = {}
-    for p, q in zip(i[dup].tolist(), j[dup].tolist(), strict=True):
-        partners.setdefault(p, []).append(q)
-        partners.setdefault(q, []).append(p)
-    return partners
+        return i, j
+    p, q = boxes[i], boxes[j]
+    lt = np.maximum(p[:, :2], q[:, :2])
+    rb = np.minimum(p[:, 2:], q[:, 2:])
+    dup = np.zeros(len(i), dtype=bool)
+    meet = (rb > lt).all(axis=1)  # IoU and intersection over the smaller box need an intersection
+    if meet.any():
+        pm, qm, im, jm = p[meet], q[meet], i[meet], j[meet]
+        inter = np.prod(rb[meet] - lt[meet], axis=1)
+        area_p = np.prod(pm[:, 2:] - pm[:, :2], axis=1)
+        area_q = np.prod(qm[:, 2:] - qm[:, :2], axis=1)
+        eps = np.finfo(np.float32).eps
+        iou = inter / np.maximum(area_p + area_q - inter, eps)
+        ios = inter / np.maximum(np.minimum(area_p, area_q), eps)
+        smaller_cut = np.where(area_q <= area_p, cut[jm], cut[im])
+        dup[meet] = (iou > thr) | ((ios > thr) & smaller_cut)
+    both_cut = cut[i] & cut[j] & ~dup
+    if both_cut.any():
+        dup[both_cut] = _abutting(p[both_cut], q[both_cut], thr)
+    return i[dup], j[dup]
 
 
 def _abutting(a: np.ndarray, b: np.ndarray, thr: float) -> np.ndarray:
