@@ -383,7 +383,7 @@ def merge_tile_duplicates(
         cut: (N,) bool, the box touches a border its tile shares with another tile (see
             :func:`~monai_smalldet.inference.cut_by_tile_border`); ``None``: no box is cut, so
             only IoU duplicates merge.
-        thr: overlap above which boxes merge.
+        thr: overlap above which boxes merge, in ``[0, 1]``.
 
     Returns:
         ``(boxes, scores, labels)`` of the merged set, by descending score.

@@ -214,6 +214,8 @@ class MultiScaleDetector:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if not 0.0 <= tile_iou_thr <= 1.0:
+            raise ValueError(f"tile_iou_thr must lie in [0, 1], got {tile_iou_thr}.")
         if tile_size % _STRIDE:
             raise ValueError(
                 f"tile_size must be a multiple of the network stride {_STRIDE}, got {tile_size}."

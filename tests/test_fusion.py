@@ -750,6 +750,8 @@ def test_merge_tile_duplicates_labels_and_defaults():
     np.testing.assert_allclose(out_boxes, [[0, 0, 10, 11], [2, 2, 4, 4]])
     with pytest.raises(ValueError, match="one entry per box"):
         merge_tile_duplicates([[0, 0, 10, 10]], [0.5], [1], tile_ids=[0, 1])
+    with pytest.raises(ValueError, match=r"thr must lie in \[0, 1\], got 1.5"):
+        merge_tile_duplicates([[0, 0, 10, 10]], [0.5], [1], thr=1.5)
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,8 @@ def test_no_detection_and_bad_input():
         MultiScaleDetector(BrightSquareNet(), mode="sliced")
     with pytest.raises(ValueError, match="multiple"):
         MultiScaleDetector(BrightSquareNet(), tile_size=100)
+    with pytest.raises(ValueError, match="tile_iou_thr"):
+        MultiScaleDetector(BrightSquareNet(), tile_iou_thr=-0.1)
 
 
 def test_real_network_is_deterministic_on_cpu():
