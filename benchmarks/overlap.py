@@ -44,9 +44,9 @@ class _PixelCounter:
         self.runner = runner
         self.pixels = 0
 
-    def __call__(self, x: Any) -> Any:
+    def __call__(self, x: Any, **kwargs: Any) -> Any:
         self.pixels += int(x.numel())
-        return self.runner(x)
+        return self.runner(x, **kwargs)
 
 
 def main() -> None:

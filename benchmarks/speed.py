@@ -117,9 +117,9 @@ class _RecordingRunner:
         self.runner = runner
         self.batches: list[torch.Tensor] = []
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         self.batches.append(x.clone())
-        return self.runner(x)
+        return self.runner(x, **kwargs)
 
 
 def _sahi_model(network: torch.nn.Module, device: str) -> Any:
@@ -309,7 +309,7 @@ def worker(name: str, workdir: Path, device: str, tile_size: int) -> dict[str, A
             batches = list(recorder.batches)
             t0 = time.perf_counter()
             for x in batches:
-                recorder.runner(x)
+                recorder.runner(x, min_score=CONF)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             extra.setdefault("bare_network_s", []).append(time.perf_counter() - t0)

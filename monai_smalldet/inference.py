@@ -318,7 +318,8 @@ class MultiScaleDetector:
     def _run_network(self, batch: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Run the network on same-size (1, h, w) inputs; decoded boxes in input pixels."""
         x = torch.from_numpy(np.stack(batch))
-        return decode(self.runner(x), **self.decode_kwargs)
+        raw = self.runner(x, min_score=self.decode_kwargs["conf_thres"])
+        return decode(raw, **self.decode_kwargs)
 
     @staticmethod
     def _tile_mask(

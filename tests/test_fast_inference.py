@@ -112,6 +112,34 @@ def test_onnxruntime_backend_gives_the_same_boxes(network) -> None:
         torch.testing.assert_close(got[:, 4:], ref[:, 4:], rtol=0, atol=1e-5)
 
 
+def test_min_score_decodes_only_anchors_that_can_be_kept(network) -> None:
+    """With ``min_score`` the onnxruntime backend decodes only the anchors scoring above it in some
+    image of the batch: the anchors left are the plain network's, in order, and NMS at that
+    threshold keeps exactly what it keeps from all anchors."""
+    pytest.importorskip("onnxruntime")
+    from monai_smalldet.networks import decode
+
+    runner = NetworkRunner(network, "cpu", backend="onnxruntime")
+    x = torch.rand(2, 1, 256, 320)
+    x[1] *= 0.2  # a darker second image: its anchors pass the threshold below in other places
+    full = runner(x)
+    best = full[:, 4:].amax(1)
+    threshold = float(best.quantile(0.1))
+    passing = best > threshold
+    assert (passing[0] != passing[1]).any()  # so "in some image" differs from "in every image"
+    part = runner(x, min_score=threshold)
+    kept = passing.any(0)
+    assert 0 < part.shape[-1] == int(kept.sum()) < full.shape[-1]
+    torch.testing.assert_close(part, full[..., kept], rtol=0, atol=1e-6)
+    for a, b in zip(decode(full, conf_thres=threshold), decode(part, conf_thres=threshold), strict=True):
+        assert len(a["box"]) > 0
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    nothing = runner(x, min_score=1.0)  # no anchor scores above 1
+    assert nothing.shape == (2, 5, 0)
+    assert [len(d["box"]) for d in decode(nothing, conf_thres=1.0)] == [0, 0]
+
+
 def test_onnxruntime_backend_runs_any_network_as_it_is() -> None:
     """A network without an ultralytics head is exported whole (no raw-head decoding)."""
     pytest.importorskip("onnxruntime")

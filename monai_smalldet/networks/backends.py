@@ -10,7 +10,8 @@ head output (B, 4 + nc, anchors)`` for inference only:
   and run by ONNX Runtime's CPU (or CUDA) provider, fp32. The graph ends at the head's raw
   outputs (box distributions and class logits); the distribution-to-box decoding runs in
   torch: ONNX Runtime's CPU softmax over the distribution axis of every anchor is slow,
-  torch's is not.
+  torch's is not, and given the decoder's score threshold (``min_score``) it decodes only
+  the anchors that can pass it.
 
 Precision ``"auto"`` picks fp16 on CUDA, bf16 on a CPU that computes bf16 natively
 (AVX-512 BF16 or AMX) and fp32 elsewhere: emulated bf16 is slower than fp32. The trained
@@ -222,14 +223,20 @@ class NetworkRunner:
             providers.insert(0, "CUDAExecutionProvider")
         return ort.InferenceSession(buffer.getvalue(), options, providers=providers)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Head output ``(B, 4 + nc, anchors)`` in float32 for ``x`` ``(B, C, h, w)``."""
+    def __call__(self, x: torch.Tensor, min_score: float | None = None) -> torch.Tensor:
+        """Head output ``(B, 4 + nc, anchors)`` in float32 for ``x`` ``(B, C, h, w)``.
+
+        ``min_score``: anchors whose best class score is at most ``min_score`` in every image
+        of the batch may be left out (what a decoder with that score threshold drops first):
+        the onnxruntime backend then decodes the boxes of the others only. The anchors kept
+        keep their order.
+        """
         if self._session is not None:
             outs = self._session.run(None, {"image": x.detach().float().cpu().numpy()})
             if self._detect is None:
                 return torch.from_numpy(outs[0])
             dist, logits = (torch.from_numpy(o) for o in outs)
-            return self._decode_raw(dist, logits, tuple(x.shape[2:]))
+            return self._decode_raw(dist, logits, tuple(x.shape[2:]), min_score)
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -239,9 +246,12 @@ class NetworkRunner:
         y = y[0] if isinstance(y, (tuple, list)) else y
         return y.float()
 
-    def _decode_raw(self, dist: torch.Tensor, logits: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    def _decode_raw(
+        self, dist: torch.Tensor, logits: torch.Tensor, hw: tuple[int, int], min_score: float | None = None
+    ) -> torch.Tensor:
         """What the head returns in eval mode, from its raw outputs on an ``hw`` input: boxes
-        (cx, cy, w, h) in input pixels, then class sigmoid scores (the head's own decoding)."""
+        (cx, cy, w, h) in input pixels, then class sigmoid scores (the head's own decoding);
+        with ``min_score``, for the anchors that score above it in some image only."""
         from ultralytics.utils.tal import make_anchors
 
         detect = self._detect
@@ -256,8 +266,20 @@ class NetworkRunner:
             raise RuntimeError(f"the exported head gave {dist.shape[-1]} anchors for an input of {hw}.")
         anchors, strides = make_anchors(torch.tensor(sizes), detect.stride, 0.5)
         with torch.inference_mode():
+            scores = logits.sigmoid()
+            if min_score is not None:
+                # most anchors of a mammogram's tile score near 0: skip their distributions' softmax
+                keep = (scores.amax(1) > min_score).any(0)
+                if not keep.any():
+                    return dist.new_zeros((dist.shape[0], 4 + scores.shape[1], 0))
+                dist, scores, anchors, strides = (
+                    dist[..., keep],
+                    scores[..., keep],
+                    anchors[keep],
+                    strides[keep],
+                )
             boxes = detect.decode_bboxes(detect.dfl(dist), anchors.transpose(0, 1).unsqueeze(0))
-            return torch.cat((boxes * strides.transpose(0, 1), logits.sigmoid()), 1)
+            return torch.cat((boxes * strides.transpose(0, 1), scores), 1)
 
     def __repr__(self) -> str:
         return (
