@@ -118,6 +118,23 @@ def test_decode_contract(net):
         decode(net(torch.rand(1, 1, 64, 64)), class_labels=(1, 2))
 
 
+@pytest.mark.parametrize("anchors", [5, 6, 7])
+def test_decode_reads_any_number_of_anchors_as_anchors(anchors):
+    """Six anchors too (ultralytics' NMS takes a last dimension of 6 for an end-to-end model's
+    (B, N, 6) output): each anchor above the threshold gives its own box, in x1y1x2y2 pixels."""
+    raw = torch.zeros(2, 5, anchors)
+    raw[:, 0] = torch.arange(anchors) * 100.0 + 50  # centre x, far apart: NMS keeps every box
+    raw[:, 1] = 40.0  # centre y
+    raw[:, 2:4] = 20.0  # width, height
+    raw[0, 4] = torch.linspace(0.9, 0.5, anchors)
+    raw[1, 4, ::2] = 0.8  # image 1: every other anchor
+    preds = decode(raw, conf_thres=0.1, class_labels=(3,))
+    assert [len(p["box"]) for p in preds] == [anchors, (anchors + 1) // 2]
+    torch.testing.assert_close(preds[0]["box"][0], torch.tensor([40.0, 30.0, 60.0, 50.0]))
+    torch.testing.assert_close(preds[0]["label_scores"], torch.linspace(0.9, 0.5, anchors))
+    assert (preds[1]["label"] == 3).all()
+
+
 def test_checkpoint_round_trip(tmp_path, net):
     net.eval()
     spec = NetworkSpec(variant="n", tile_size_px=256, pixel_spacing_mm=0.28)

@@ -50,6 +50,11 @@ def decode(
     nc = y.shape[1] - 4
     if nc != len(class_labels):
         raise ValueError(f"the head predicts {nc} classes but class_labels has {len(class_labels)}.")
+    if y.shape[-1] == 6:
+        # ultralytics reads a last dimension of 6 as an end-to-end model's (B, N, 6) output:
+        # one more anchor of score 0 (never above conf_thres, which NMS holds to [0, 1]) keeps
+        # six anchors (a few passing a score threshold) read as anchors
+        y = torch.cat((y, y.new_zeros(y.shape[0], y.shape[1], 1)), dim=2)
     # max_time_img is ultralytics' wall-clock guard; a slow CPU must not silently drop boxes
     kept = non_max_suppression(
         y.float(), conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, nc=nc, max_time_img=1e6
