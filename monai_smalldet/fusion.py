@@ -973,7 +973,10 @@ class SoftNMSFusion(Fusion):
     As ensemble-boxes 1.0.9 does it, the kept boxes are returned with their **original**
     scores: the decay only decides which boxes survive (with the defaults, hardly any).
 
-    ``scales``: by IoU matching as for :class:`WBFFusion`, with ``iou_thr``.
+    ``scales``: approximated by IoU matching (ensemble-boxes does not say which boxes a kept
+    box stands for): scale ``s`` is marked when one of its input boxes (same label) has
+    IoU >= ``iou_thr`` with the kept box, and the scale of the best-overlapping input box
+    is always marked.
 
     Args:
         iou_thr: IoU of the linear decay and of the ``scales`` matching.
