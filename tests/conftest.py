@@ -40,8 +40,10 @@ def write_mg(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture(autouse=True)
 def _restore_denormal_floats():
-    """The CPU engines flush denormal floats process-wide (about 2x faster training); undo it
-    after each test so later tests (hypothesis draws subnormal floats) see IEEE-754 again."""
+    """The CPU engines flush denormal floats while they run (about 2x faster training) and
+    restore the setting afterwards; this resets it after each test all the same, so that a
+    test that sets it itself cannot leave later tests (hypothesis draws subnormal floats)
+    without IEEE-754 arithmetic."""
     yield
     import torch
 

@@ -19,6 +19,7 @@ from monai_smalldet.engines import (
     DetectionTrainer,
     EpochSummaryHandler,
     SpecCheckpointSaver,
+    denormals_are_flushed,
     detection_collate,
     froc_metrics,
     warmup_cosine_lambda,
@@ -162,6 +163,63 @@ def test_trainer_loss_falls(tiny_datalist: str, tmp_path) -> None:
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(1, 13))
     assert {"loss", "box_loss", "cls_loss", "dfl_loss", "lr", "seconds"} <= set(history[0])
+
+
+def test_engines_flush_denormals_only_while_they_run(tiny_datalist: str) -> None:
+    """Flushing denormals is process state: on during a run on CPU, as it was before afterwards,
+    also when the run raises (and the evaluator run inside a training run leaves it on)."""
+    net = build_network("n")
+
+    def trainer(flush: bool, seen: list[bool]) -> DetectionTrainer:
+        engine = DetectionTrainer(
+            device="cpu",
+            max_epochs=1,
+            epoch_length=1,
+            train_data_loader=_train_loader(tiny_datalist, tile_size=32, batch_images=1),
+            network=net,
+            optimizer=torch.optim.SGD(net.parameters(), lr=1e-4),
+            loss_function=DetectionLoss(net),
+            flush_denormal=flush,
+        )
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(denormals_are_flushed()))
+        return engine
+
+    val_loader = DataLoader(
+        Dataset(load_datalist(tiny_datalist, "validation")[:1], transform=LoadMammogramd("image")),
+        batch_size=1,
+        collate_fn=whole_image_collate,
+    )
+    evaluator = DetectionEvaluator(
+        device="cpu",
+        val_data_loader=val_loader,
+        network=net,
+        inferer=MultiScaleInferer(scales=(1.0,), tile_size=64, conf_thres=0.5),
+    )
+    seen: list[bool] = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(denormals_are_flushed()))
+    assert not denormals_are_flushed()
+    evaluator.run()
+    assert seen == [True] and not denormals_are_flushed()
+
+    training = trainer(True, seen := [])
+    training.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run(e.state.epoch))
+    training.add_event_handler(Events.COMPLETED, lambda e: seen.append(denormals_are_flushed()))
+    training.run()
+    assert seen == [True, True, True] and not denormals_are_flushed()
+
+    torch.set_flush_denormal(True)  # a caller's own setting is kept
+    trainer(True, seen := []).run()
+    assert seen == [True] and denormals_are_flushed()
+    torch.set_flush_denormal(False)
+
+    failing = trainer(True, seen := [])
+    failing.add_event_handler(Events.ITERATION_COMPLETED, lambda e: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.run()
+    assert seen == [True] and not denormals_are_flushed()
+
+    trainer(False, seen := []).run()
+    assert seen == [False]
 
 
 def test_evaluator_runs_froc_on_whole_images(tiny_datalist: str) -> None:

@@ -17,7 +17,14 @@ from .handlers import (
     TimeLimitHandler,
     TrainingInfoHandler,
 )
-from .trainer import DetectionTrainer, detection_collate, warmup_cosine_lambda, yolo_param_groups
+from .trainer import (
+    DetectionTrainer,
+    denormals_are_flushed,
+    detection_collate,
+    flush_denormals,
+    warmup_cosine_lambda,
+    yolo_param_groups,
+)
 
 __all__ = [
     "DetectionEvaluator",
@@ -28,8 +35,10 @@ __all__ = [
     "SpecCheckpointSaver",
     "TimeLimitHandler",
     "TrainingInfoHandler",
+    "denormals_are_flushed",
     "detection_collate",
     "ensure_synthetic_dataset",
+    "flush_denormals",
     "froc_metrics",
     "run_detect",
     "warmup_cosine_lambda",

@@ -17,6 +17,8 @@ from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
+from .trainer import flush_denormals
+
 __all__ = ["DetectionEvaluator", "froc_metrics", "whole_image_collate"]
 
 
@@ -87,7 +89,7 @@ class DetectionEvaluator(SupervisedEvaluator):
         val_data_loader: ``DataLoader(..., collate_fn=whole_image_collate)``.
         network: the detector network (evaluated in eval mode).
         inferer: a :class:`~monai_smalldet.inferers.MultiScaleInferer`.
-        flush_denormal: on CPU, flush denormal floats to zero (process-wide; see
+        flush_denormal: on CPU, flush denormal floats to zero while :meth:`run` runs (see
             :class:`~monai_smalldet.engines.DetectionTrainer`).
         kwargs: further ``SupervisedEvaluator`` arguments (``key_val_metric``,
             ``additional_metrics``, ``val_handlers``, ...).
@@ -104,8 +106,7 @@ class DetectionEvaluator(SupervisedEvaluator):
         **kwargs: Any,
     ) -> None:
         device = torch.device(device)
-        if flush_denormal and device.type == "cpu":
-            torch.set_flush_denormal(True)
+        self.flush_denormal = bool(flush_denormal) and device.type == "cpu"
         kwargs.setdefault("decollate", False)
         super().__init__(
             device=device,
@@ -115,6 +116,12 @@ class DetectionEvaluator(SupervisedEvaluator):
             amp=bool(amp) and device.type == "cuda",
             **kwargs,
         )
+
+    def run(self, *args: Any, **kwargs: Any) -> None:
+        """``SupervisedEvaluator.run`` (``global_epoch``, ...), with denormal floats flushed on
+        CPU for its duration."""
+        with flush_denormals(self.flush_denormal):
+            super().run(*args, **kwargs)
 
     def _iteration(self, engine: DetectionEvaluator, batchdata: Any) -> dict[str, Any]:  # type: ignore[override]
         if batchdata is None:
