@@ -655,8 +655,7 @@ def weighted_boxes_fusion(
 
     - each box is matched against all clusters with a few whole-array operations on
       preallocated arrays, and a cluster's average is updated by its new box alone (the same
-      running float32 sum ensemble-boxes recomputes over all members each time): a
-      mammogram's thousands of low-scored boxes fuse in about half the time;
+      running float32 sum ensemble-boxes recomputes over all members each time);
     - the models (scales) of each cluster's boxes are returned, which ensemble-boxes does not.
 
     Args:
