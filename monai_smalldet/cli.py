@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -188,16 +189,22 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "overlap": args.overlap,
         "tile_edge": args.tile_edge,
-        "fusion": args.fusion,
         "batch_size": args.batch_size,
         "backend": args.backend,
         "precision": args.precision,
     }
+    if args.fusion:
+        overrides["fusion"] = args.fusion
     if args.scales:
         overrides["scales"] = tuple(args.scales)
     if args.tile_size:
         overrides["tile_size"] = args.tile_size
     detector = MultiScaleDetector.from_checkpoint(args.checkpoint, device=args.device, **overrides)
+    operating_point = _operating_point(detector, args.report_threshold)
+    threshold = operating_point["score_threshold"]
+    overlay_threshold = args.overlay_threshold if args.overlay_threshold is not None else threshold
+    if overlay_threshold is None:
+        overlay_threshold = 0.25
     files = _expand_inputs(args.inputs)
     if not files:
         print("no input images found", file=sys.stderr)
@@ -230,25 +237,65 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             "model": {"checkpoint": str(Path(args.checkpoint).resolve()), "monai_smalldet": __version__},
             "mode": detector.mode,
             "fusion": detector.fusion_name,
+            "fusion_kwargs": detector.fusion_kwargs,
+            "operating_point": operating_point,
             **result.to_dict(),
         }
+        for finding in payload["findings"]:
+            finding["reported"] = threshold is not None and finding["score"] >= threshold
         if args.keep_phi:
             payload["patient"] = _patient_identity(path)
         _write_json_atomic(target, payload)
         if args.overlay:
             f = result.fused
-            keep = f.scores >= args.overlay_threshold
+            keep = f.scores >= overlay_threshold
             overlay_png(
                 image[0].numpy(),
                 out_dir / f"{name}.png",
                 f.boxes[keep],
                 f.scores[keep],
-                title=f"{path.name}: {int(keep.sum())} findings >= {args.overlay_threshold}",
+                title=f"{path.name}: {int(keep.sum())} findings >= {overlay_threshold:.3g}",
             )
         done += 1
     _write_json_atomic(out_dir / "failed.json", failed)
     print(f"{done} image(s) written to {out_dir}, {len(failed)} failed (see failed.json)")
     return 0 if done else 1
+
+
+def _operating_point(detector: Any, given: float | None) -> dict[str, Any]:
+    """The reporting threshold of a detect run and where it comes from: the command line, the
+    checkpoint's calibrated operating point (for the fusion in use), or none."""
+    if given is not None:
+        return {"score_threshold": float(given), "source": "command line"}
+    if detector.score_threshold is not None:
+        return {
+            "score_threshold": detector.score_threshold,
+            "source": "checkpoint",
+            **(detector.spec.operating_point or {}),
+        }
+    return {"score_threshold": None, "source": None}
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from .data.synthetic import load_datalist
+    from .engines.calibrate import calibrate_checkpoint
+
+    items = load_datalist(args.datalist, args.split)
+    result = calibrate_checkpoint(
+        args.checkpoint,
+        items,
+        target_fpi=args.target_fpi,
+        split=args.split,
+        write=not args.dry_run,
+        device=args.device,
+    )
+    text = json.dumps(result.to_dict(), indent=1)
+    if args.out:
+        _write_json_atomic(args.out, result.to_dict())
+    print(text)
+    return 0
 
 
 def _cmd_froc(args: argparse.Namespace) -> int:
@@ -379,7 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="trim",
         help="last row/column of tiles: trimmed at the border (fewer pixels) or shifted back inside",
     )
-    p.add_argument("--fusion", default="wbf", help="wbf, nms, soft_nms or concat")
+    p.add_argument(
+        "--fusion",
+        default=None,
+        help="wbf, nms, soft_nms or concat (default: the checkpoint's calibrated fusion, else wbf)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=None, help="tiles per network call (default: 1 on CPU, 16 on CUDA)"
     )
@@ -389,10 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
-        help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+        help="auto: fp16 on CUDA, fp32 on CPU; bf16 on CPU only when asked (see the README)",
+    )
+    p.add_argument(
+        "--report-threshold",
+        type=float,
+        default=None,
+        help="score at which a finding is reported (default: the checkpoint's calibrated operating point)",
     )
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per image")
-    p.add_argument("--overlay-threshold", type=float, default=0.25, help="lowest score drawn on overlays")
+    p.add_argument(
+        "--overlay-threshold",
+        type=float,
+        default=None,
+        help="lowest score drawn (default: the reporting threshold)",
+    )
     p.add_argument("--resume", action="store_true", help="skip images whose JSON already exists")
     p.add_argument(
         "--time-limit-s", type=float, default=None, help="fail an image that takes longer than this"
@@ -402,6 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_detect)
+
+    p = sub.add_parser(
+        "calibrate", help="choose a checkpoint's fusion and reporting threshold on a validation split"
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="model .pt; its .json spec is updated")
+    p.add_argument("--datalist", required=True, type=Path)
+    p.add_argument("--split", default="validation", choices=("training", "validation", "test"))
+    p.add_argument(
+        "--target-fpi", type=float, default=0.3, help="false positives per image of the operating point"
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--out", type=Path, help="also write the comparison of the candidates as JSON here")
+    p.add_argument("--dry-run", action="store_true", help="report only; leave the spec as it is")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("froc", help="FROC of detect outputs against a datalist split")
     p.add_argument("--predictions", required=True, type=Path, help="folder of detect JSONs")

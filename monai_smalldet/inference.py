@@ -237,7 +237,8 @@ class MultiScaleDetector:
             pad_multiple=_STRIDE if tile_edge == "trim" else None,
         )
         self.fusion_name = fusion
-        self.fusion = get_fusion(fusion, **dict(fusion_kwargs or {}))
+        self.fusion_kwargs = dict(fusion_kwargs or {})
+        self.fusion = get_fusion(fusion, **self.fusion_kwargs)
         self.tile_iou_thr = float(tile_iou_thr)
         self.decode_kwargs = {
             "conf_thres": conf_thres,
@@ -271,7 +272,13 @@ class MultiScaleDetector:
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device | None = None, **overrides: Any
     ) -> MultiScaleDetector:
-        """Load a checkpoint and take tile size, spacing and scales from its spec (overridable)."""
+        """Load a checkpoint and take tile size, spacing, scales and fusion from its spec.
+
+        Every setting can be overridden by keyword. The spec's fusion (chosen on validation by
+        :func:`~monai_smalldet.engines.calibrate_checkpoint`) applies unless ``fusion`` is given;
+        a ``fusion`` given without ``fusion_kwargs`` takes that fusion's own defaults. The
+        spec's reporting threshold is :attr:`score_threshold`.
+        """
         device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         network, spec = load_checkpoint(path, map_location=device)
         kwargs: dict[str, Any] = {
@@ -280,11 +287,26 @@ class MultiScaleDetector:
             "class_labels": spec.class_labels,
             "target_spacing_mm": spec.pixel_spacing_mm,
         }
+        if spec.fusion and "fusion" not in overrides:
+            kwargs["fusion"] = spec.fusion["name"]
+            kwargs["fusion_kwargs"] = dict(spec.fusion.get("kwargs") or {})
         kwargs.update(overrides)
         kwargs.setdefault("copy_network", False)  # the network loaded here serves this detector only
         detector = cls(network, device=device, **kwargs)
         detector.spec = spec
         return detector
+
+    @property
+    def score_threshold(self) -> float | None:
+        """Reporting threshold of the checkpoint's calibrated operating point (``None``: none).
+
+        It was chosen for the spec's fusion; with another fusion it does not apply (``None``).
+        """
+        if self.spec is None or self.spec.score_threshold is None:
+            return None
+        chosen = self.spec.fusion or {"name": "wbf", "kwargs": {}}
+        same = chosen["name"] == self.fusion_name and dict(chosen.get("kwargs") or {}) == self.fusion_kwargs
+        return self.spec.score_threshold if same else None
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod

@@ -33,6 +33,9 @@ from monai_smalldet.inference import MultiScaleDetector  # noqa: E402
 from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint  # noqa: E402
 from tests.fakes import BrightSquareNet  # noqa: E402
 
+#: a calibrated operating point as `monai-smalldet calibrate` writes it into a spec
+OPERATING_POINT = {"score_threshold": 0.25, "target_fpi": 0.3, "split": "validation"}
+
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "apps" / "mammo_detect"
 SHAPE = (300, 240)  # rows, columns
@@ -108,7 +111,9 @@ def study(tmp_path_factory) -> dict:
     save_checkpoint(
         model / "model.pt",
         build_network("n"),
-        NetworkSpec(tile_size_px=128, pixel_spacing_mm=SPACING, scales=(1.0, 0.5)),
+        NetworkSpec(
+            tile_size_px=128, pixel_spacing_mm=SPACING, scales=(1.0, 0.5), operating_point=OPERATING_POINT
+        ),
     )
     return {
         "root": root,
@@ -122,9 +127,11 @@ def study(tmp_path_factory) -> dict:
 
 
 def _fake_detector() -> MultiScaleDetector:
-    return MultiScaleDetector(
+    detector = MultiScaleDetector(
         BrightSquareNet(), scales=(1.0, 0.5), tile_size=128, overlap=0.25, device="cpu", batch_size=4
     )
+    detector.spec = NetworkSpec(tile_size_px=128, scales=(1.0, 0.5), operating_point=OPERATING_POINT)
+    return detector
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +302,11 @@ def test_report_policy_keeps_low_scores_out_of_the_sr_but_in_the_json(tmp_path, 
     )
     assert code == 0
     summary = _summary(out, study["study_uid"])
-    assert summary["model"]["report_policy"] == {"min_score": 0.95, "max_findings": 10}
+    assert summary["model"]["report_policy"] == {
+        "min_score": 0.95,
+        "max_findings": 10,
+        "source": "configured",
+    }
     (image,) = summary["images"]
     assert [f["reported"] for f in image["findings"]] == [False] and image["num_reported"] == 0
     np.testing.assert_allclose(image["findings"][0]["box"], LESION, atol=2.5)
@@ -347,6 +358,35 @@ def test_paths_are_safe_and_checkpoints_are_found(tmp_path, study):
     assert find_checkpoint(study["model"].parent) == study["model"] / "model.pt"  # MAP layout
     with pytest.raises(FileNotFoundError, match="model.pt"):
         find_checkpoint(tmp_path)
+
+
+def test_reports_at_the_models_operating_point_and_refuses_an_uncalibrated_model(tmp_path, study, capsys):
+    """Without MAMMO_DETECT_REPORT_MIN_SCORE the SR reports at the threshold calibrated on
+    validation (the model's spec); a model without one is refused before any work."""
+    single = tmp_path / "in"
+    single.mkdir()
+    shutil.copy(study["dicom"] / "mg" / "L_CC.dcm", single / "L_CC.dcm")
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["mammo_detect", "-i", str(single), "-o", str(out), "-m", str(study["model"])],
+            detector=_fake_detector(),
+        )
+        == 0
+    )
+    policy = _summary(out, study["study_uid"])["model"]["report_policy"]
+    assert policy == {
+        "min_score": OPERATING_POINT["score_threshold"],
+        "max_findings": 10,
+        "source": "model operating point",
+    }
+    bare = tmp_path / "bare"
+    save_checkpoint(
+        bare / "model.pt", build_network("n"), NetworkSpec(tile_size_px=128, pixel_spacing_mm=SPACING)
+    )
+    code = main(["mammo_detect", "-i", str(single), "-o", str(tmp_path / "o2"), "-m", str(bare)])
+    assert code == 2 and "no calibrated operating point" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
 
 
 def test_command_line_with_a_real_checkpoint(tmp_path, study):
@@ -477,7 +517,9 @@ def test_fifty_studies_in_one_run_without_memory_growth(tmp_path):
 
     generate_dataset(tmp_path / "in", n_train=0, n_val=0, n_test=200, scale=0.05, progress=False, workers=2)
     torch.manual_seed(0)
-    spec = NetworkSpec(tile_size_px=128, pixel_spacing_mm=1.4, scales=(1.0, 0.5))
+    spec = NetworkSpec(
+        tile_size_px=128, pixel_spacing_mm=1.4, scales=(1.0, 0.5), operating_point=OPERATING_POINT
+    )
     save_checkpoint(tmp_path / "model" / "model.pt", build_network("n"), spec)
     out = tmp_path / "out"
     assert (

@@ -217,6 +217,22 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
+def _uncalibrated(checkpoint: Path) -> str | None:
+    """Why the app cannot pick a reporting threshold for ``checkpoint`` (``None``: it can)."""
+    from monai_smalldet.networks import NetworkSpec
+
+    try:
+        spec = NetworkSpec.from_dict(json.loads(checkpoint.with_suffix(".json").read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        return f"{checkpoint.with_suffix('.json')}: unreadable model spec: {err}"
+    if spec.score_threshold is None:
+        return (
+            f"{checkpoint}: the model has no calibrated operating point (run `monai-smalldet calibrate` on "
+            "validation data) and MAMMO_DETECT_REPORT_MIN_SCORE is not set"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None, *, detector: Any = None, **app_kwargs: Any) -> int:
     """Check the paths, run the app, write ``run_summary.json``; return the exit status.
 
@@ -243,6 +259,10 @@ def main(argv: list[str] | None = None, *, detector: Any = None, **app_kwargs: A
             app_kwargs["report_policy"] = env_report_policy()
         except ValueError as err:
             return _fail(2, str(err))
+    if detector is None and app_kwargs["report_policy"].min_score is None:
+        problem = _uncalibrated(find_checkpoint(model_path))
+        if problem:
+            return _fail(2, problem)
 
     t0 = time.perf_counter()
     app = MammoDetectApp([sys.executable, *argv], detector=detector, **app_kwargs)

@@ -24,6 +24,7 @@ Boxes are ``(x1, y1, x2, y2)`` pixels of the stored image, x = column, everywher
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -73,22 +74,44 @@ class ReportPolicy:
     its score is at least ``min_score``, at most ``max_findings`` per image, highest first.
 
     Attributes:
-        min_score: lowest reported score (default 0.25, ultralytics' default prediction
-            confidence; set the operating point measured on your validation data).
+        min_score: lowest reported score. ``None`` (default): the operating point calibrated
+            on validation and stored in the model's spec (:meth:`for_detector`).
         max_findings: most findings reported per image.
+        source: where ``min_score`` comes from (written into the outputs).
     """
 
-    min_score: float = 0.25
+    min_score: float | None = None
     max_findings: int = 10
+    source: str = "configured"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.min_score <= 1.0:
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must lie in [0, 1], got {self.min_score}.")
         if self.max_findings < 0:
             raise ValueError(f"max_findings must be >= 0, got {self.max_findings}.")
 
+    def for_detector(self, detector: Any) -> ReportPolicy:
+        """This policy with ``min_score`` resolved: the detector's calibrated threshold when
+        none was configured.
+
+        Raises:
+            ValueError: no threshold configured and the model carries no calibrated operating
+                point (the app refuses to guess one).
+        """
+        if self.min_score is not None:
+            return self
+        threshold = getattr(detector, "score_threshold", None)
+        if threshold is None:
+            raise ValueError(
+                "the model has no calibrated operating point (run `monai-smalldet calibrate`) and "
+                "no reporting threshold was configured (MAMMO_DETECT_REPORT_MIN_SCORE)."
+            )
+        return dataclasses.replace(self, min_score=min(float(threshold), 1.0), source="model operating point")
+
     def mark(self, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The findings (by descending score), each with ``reported`` set."""
+        if self.min_score is None:
+            raise ValueError("ReportPolicy.min_score is unresolved: call for_detector first.")
         ranked = sorted(findings, key=lambda f: -float(f["score"]))
         out = []
         for rank, finding in enumerate(ranked):
@@ -97,7 +120,7 @@ class ReportPolicy:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min_score": self.min_score, "max_findings": self.max_findings}
+        return {"min_score": self.min_score, "max_findings": self.max_findings, "source": self.source}
 
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -336,7 +359,7 @@ class MammoDetectionOperator(Operator):
         self.skipped_series: list[dict[str, Any]] = []  # series of studies with no selected image
         self.device = device
         self.detector = detector
-        self.detector_overrides = {"fusion": "wbf", **dict(detector_overrides or {})}
+        self.detector_overrides = dict(detector_overrides or {})  # default: the model's calibrated fusion
         self.model_info: dict[str, Any] = {}
         self.results: list[StudyResult] = []
         super().__init__(fragment, *args, **kwargs)
@@ -375,7 +398,9 @@ class MammoDetectionOperator(Operator):
             "scales": [float(s) for s in getattr(self.detector, "scales", ())],
             "device": str(getattr(self.detector, "device", "")),
         }
+        self.report_policy = self.report_policy.for_detector(self.detector)
         info["report_policy"] = self.report_policy.to_dict()
+        info["operating_point"] = spec.operating_point if spec is not None else None
         self.model_info = info
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:

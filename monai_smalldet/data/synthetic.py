@@ -101,7 +101,15 @@ class SynthConfig:
         small_only: restrict malignant findings to < 10 mm (the paper's small-cancer set).
         p_benign: probability that an image carries one benign distractor (a second with half that).
         benign_diameter_mm: (min, max) of the log-uniform benign mass diameter.
-        mass_contrast: (min, max) of a mass's peak attenuation contrast (tissue spans about 0.35-0.85).
+        mass_contrast: (min, max) of the peak attenuation contrast of a mass of
+            ``mass_contrast_ref_mm`` diameter (tissue spans about 0.35-0.85). A mass's contrast
+            grows linearly with its diameter: the X-ray path through the centre of a roughly
+            spherical lesion is its diameter, and for the small attenuation differences
+            between carcinoma and fibroglandular tissue (Johns & Yaffe, Phys Med Biol 1987)
+            the subject contrast is proportional to that path. Spicules keep the reference
+            contrast (their thickness does not grow with the mass).
+        mass_contrast_ref_mm: diameter at which ``mass_contrast`` applies.
+        mass_contrast_max: upper bound of a mass's peak contrast.
         p_monochrome1: share of images stored as MONOCHROME1 (inverted grey scale).
         bits_stored: 12 or 14.
         p_marker: probability of a burnt-in laterality marker in the air region.
@@ -117,6 +125,8 @@ class SynthConfig:
     p_benign: float = 0.35
     benign_diameter_mm: tuple[float, float] = (4.0, 20.0)
     mass_contrast: tuple[float, float] = (0.05, 0.12)
+    mass_contrast_ref_mm: float = 4.0
+    mass_contrast_max: float = 0.6
     p_monochrome1: float = 0.2
     bits_stored: int = 12
     p_marker: float = 0.25
@@ -333,8 +343,13 @@ def _mass_patch(
     radius_mm: float,
     spacing_mm: float,
     contrast: float,
+    spicule_contrast: float | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Render a mass centred in a square patch; return (patch, core half-extent in mm)."""
+    """Render a mass centred in a square patch; return (patch, core half-extent in mm).
+
+    ``contrast`` is the peak of the body; spicules peak at 0.6 x ``spicule_contrast``
+    (default: ``contrast``)."""
+    spicule_contrast = contrast if spicule_contrast is None else spicule_contrast
     lobulation = 0.0 if kind == "benign_mass" else rng.uniform(0.0, 0.12)
     margin_mm = 0.12 if kind == "benign_mass" else rng.uniform(0.3, 0.8) * min(1.0, radius_mm / 4)
     n_spicules = int(rng.integers(8, 21)) if kind == "spiculated_mass" else 0
@@ -365,7 +380,7 @@ def _mass_patch(
         width = np.float32(rng.uniform(0.25, 0.6)) * (1.0 - (t - start) / (stop - start)) + np.float32(1e-3)
         # a line thinner than a pixel keeps its integrated attenuation
         eff = np.maximum(width, np.float32(spacing_mm))
-        spicule = np.float32(0.6 * contrast) * (width / eff) * np.clip(1.0 - dist / eff, 0.0, 1.0)
+        spicule = np.float32(0.6 * spicule_contrast) * (width / eff) * np.clip(1.0 - dist / eff, 0.0, 1.0)
         np.maximum(patch, spicule, out=patch)
     return patch, radius_mm * (1 + lobulation)
 
@@ -604,8 +619,9 @@ def generate_mammogram(
             extent = max(box[2] - box[0], box[3] - box[1])
             lesions.append(Lesion(kind, (cx, cy), float(extent), box, True))  # type: ignore[arg-type]
             continue
-        contrast = rng_findings.uniform(*cfg.mass_contrast) * local_t
-        patch, core = _mass_patch(rng_findings, kind, size / 2, sp, contrast)
+        base = rng_findings.uniform(*cfg.mass_contrast) * local_t
+        contrast = min(base * size / cfg.mass_contrast_ref_mm, cfg.mass_contrast_max)
+        patch, core = _mass_patch(rng_findings, kind, size / 2, sp, contrast, spicule_contrast=base)
         half = patch.shape[0] // 2
         ic, jc = int(round(cpy - 0.5)), int(round(cpx - 0.5))
         r0, c0 = ic - half, jc - half

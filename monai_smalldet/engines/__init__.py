@@ -6,10 +6,18 @@
 
 from __future__ import annotations
 
+from .calibrate import (
+    FUSION_CANDIDATES,
+    Calibration,
+    calibrate_checkpoint,
+    calibrate_outputs,
+    threshold_at_fpi,
+)
 from .data import ensure_synthetic_dataset
 from .detect import run_detect
 from .evaluator import DetectionEvaluator, froc_metrics, whole_image_collate
 from .handlers import (
+    EMAHandler,
     EpochSummaryHandler,
     FROCReportHandler,
     PreciseBNHandler,
@@ -27,20 +35,26 @@ from .trainer import (
 )
 
 __all__ = [
+    "FUSION_CANDIDATES",
+    "Calibration",
     "DetectionEvaluator",
     "DetectionTrainer",
+    "EMAHandler",
     "EpochSummaryHandler",
     "FROCReportHandler",
     "PreciseBNHandler",
     "SpecCheckpointSaver",
     "TimeLimitHandler",
     "TrainingInfoHandler",
+    "calibrate_checkpoint",
+    "calibrate_outputs",
     "denormals_are_flushed",
     "detection_collate",
     "ensure_synthetic_dataset",
     "flush_denormals",
     "froc_metrics",
     "run_detect",
+    "threshold_at_fpi",
     "warmup_cosine_lambda",
     "whole_image_collate",
     "yolo_param_groups",

@@ -14,7 +14,7 @@ def run_detect(
     output_dir: str | os.PathLike[str],
     *,
     mode: str = "tiled",
-    fusion: str = "wbf",
+    fusion: str | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     backend: str = "torch",
@@ -31,7 +31,7 @@ def run_detect(
         checkpoint: ``model.pt`` with its ``model.json`` spec beside it.
         output_dir: where the JSON files (and overlays) go.
         mode, fusion, batch_size, device, backend, precision, overlay, resume: the command's
-            options.
+            options (``fusion=None``: the checkpoint's calibrated fusion, else the paper's WBF).
 
     Returns:
         ``output_dir``.
@@ -51,14 +51,14 @@ def run_detect(
         str(output_dir),
         "--mode",
         mode,
-        "--fusion",
-        fusion,
         "--backend",
         backend,
         "--precision",
         precision,
         "--quiet",
     ]
+    if fusion:
+        argv += ["--fusion", str(fusion)]
     if batch_size is not None:
         argv += ["--batch-size", str(int(batch_size))]
     if device:

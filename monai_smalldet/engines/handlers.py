@@ -17,6 +17,7 @@ from ..metrics.froc import DEFAULT_FPIS
 from ..networks import NetworkSpec, save_checkpoint
 
 __all__ = [
+    "EMAHandler",
     "EpochSummaryHandler",
     "FROCReportHandler",
     "PreciseBNHandler",
@@ -355,14 +356,24 @@ class PreciseBNHandler:
         interval: run at the end of every ``interval`` epochs (list it before the
             ``ValidationHandler`` with the same interval) and when training ends.
         loader: batches to average over (default: the trainer's data loader).
+        network: the network whose statistics are re-estimated (default: the trainer's; give
+            the weight average, :class:`EMAHandler`'s ``ema.module``, when that is what is
+            validated and saved).
     """
 
-    def __init__(self, num_batches: int = 20, interval: int = 1, loader: Any = None) -> None:
+    def __init__(
+        self,
+        num_batches: int = 20,
+        interval: int = 1,
+        loader: Any = None,
+        network: torch.nn.Module | None = None,
+    ) -> None:
         if num_batches < 1 or interval < 1:
             raise ValueError(f"num_batches and interval must be >= 1, got {num_batches}, {interval}.")
         self.num_batches = int(num_batches)
         self.interval = int(interval)
         self.loader = loader
+        self.network = network
         self._done_epoch: int | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -374,7 +385,7 @@ class PreciseBNHandler:
             return
         from .trainer import detection_collate
 
-        network = engine.network
+        network = self.network if self.network is not None else engine.network
         layers = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         if not layers:
             return
@@ -400,3 +411,21 @@ class PreciseBNHandler:
             network.train(was_training)
         self._done_epoch = engine.state.epoch
         log.info("BatchNorm statistics re-estimated over %d training batches", seen)
+
+
+class EMAHandler:
+    """Fold the trainer's weights into a :class:`~monai_smalldet.networks.WeightEMA` after
+    every iteration (after the optimizer step).
+
+    Args:
+        ema: the moving average; validate and save ``ema.module``.
+    """
+
+    def __init__(self, ema: Any) -> None:
+        self.ema = ema
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        self.ema.update(engine.network)

@@ -14,8 +14,16 @@ from .backends import (
     head_output_only,
     resolve_precision,
 )
-from .checkpoint import CheckpointError, NetworkSpec, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    NetworkSpec,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    write_spec,
+)
 from .decode import decode
+from .ema import WeightEMA
 from .loss import DetectionLoss
 from .yolo import VARIANTS, build_network
 
@@ -27,6 +35,7 @@ __all__ = [
     "head_output_only",
     "resolve_precision",
     "VARIANTS",
+    "WeightEMA",
     "CheckpointError",
     "DetectionLoss",
     "NetworkSpec",
@@ -35,4 +44,5 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "save_checkpoint",
+    "write_spec",
 ]

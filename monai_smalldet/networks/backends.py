@@ -13,9 +13,13 @@ head output (B, 4 + nc, anchors)`` for inference only:
   torch's is not, and given the decoder's score threshold (``min_score``) it decodes only
   the anchors that can pass it.
 
-Precision ``"auto"`` picks fp16 on CUDA, bf16 on a CPU that computes bf16 natively
-(AVX-512 BF16 or AMX) and fp32 elsewhere: emulated bf16 is slower than fp32. The trained
-network passed in is not modified unless asked (``copy_network=False``).
+Precision ``"auto"`` picks fp16 on CUDA and fp32 on every CPU. bf16 on CPU is opt-in
+(``precision="bf16"``): with it the backbone and neck run under bf16 autocast while the
+detection head, the box decoding and the scores stay in fp32 (:class:`_FP32Head`), because
+scores rounded to bf16's 8 bits of mantissa collapse into ties near a low operating point and
+change which boxes are reported. Whether bf16 gives the same findings as fp32 on a given CPU
+is measured, not assumed (``tests/test_precision.py``, ``benchmarks/precision.py``). The
+trained network passed in is not modified unless asked (``copy_network=False``).
 """
 
 from __future__ import annotations
@@ -64,12 +68,44 @@ def resolve_precision(precision: str, device: torch.device | str, backend: str =
             raise ValueError(f"the onnxruntime backend runs fp32 only, got precision {precision!r}.")
         return "fp32"
     if precision == "auto":
-        if kind == "cuda":
-            return "fp16"
-        return "bf16" if kind == "cpu" and cpu_supports_bf16() else "fp32"
+        # reduced precision on CPU is never implied: it must be asked for by name
+        return "fp16" if kind == "cuda" else "fp32"
     if precision == "fp16" and kind != "cuda":
         raise ValueError("fp16 inference needs a CUDA device; use bf16 or fp32 on CPU.")
     return precision
+
+
+class _FP32Head(torch.nn.Module):
+    """A detection head that runs in fp32 whatever autocast is active around it.
+
+    Wraps an ultralytics ``Detect`` module in place of itself: its inputs are cast to fp32 and
+    autocast is disabled for its convolutions, the distribution-to-box decoding and the
+    sigmoid scores. Attribute access falls through to the wrapped head (``stride``, ``f``,
+    ``i``, ``decode_bboxes``, ...), so ultralytics' graph walk still finds what it needs.
+    """
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.head, name)
+
+    def forward(self, x: Any) -> Any:
+        with torch.autocast(x[0].device.type, enabled=False):
+            return self.head([t.float() for t in x])
+
+
+def _head_in_fp32(network: torch.nn.Module) -> torch.nn.Module:
+    """Replace the ``Detect`` head of an ultralytics model by :class:`_FP32Head` (in place)."""
+    layers = getattr(network, "model", None)
+    head = _detect_head(network)
+    if isinstance(layers, torch.nn.Sequential) and len(layers) and layers[-1] is head is not None:
+        layers[-1] = _FP32Head(head)
+    return network
 
 
 def _fused_copy(network: torch.nn.Module, in_place: bool = False) -> torch.nn.Module:
@@ -178,6 +214,10 @@ class NetworkRunner:
                 net = net.to(memory_format=torch.channels_last)
         else:
             net = network
+        if self.precision in _DTYPES and self.optimize and backend == "torch":
+            # the head and its scores in fp32 (module docstring), on the copy made above; a
+            # network run as given (optimize=False) is not altered and runs whole under autocast
+            net = _head_in_fp32(net)
         self.network = net
         self._session: Any = None
         self._detect: Any = None

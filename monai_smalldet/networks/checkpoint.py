@@ -20,7 +20,14 @@ import torch
 
 from .yolo import build_network
 
-__all__ = ["CheckpointError", "NetworkSpec", "load_checkpoint", "load_weights", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "NetworkSpec",
+    "load_checkpoint",
+    "load_weights",
+    "save_checkpoint",
+    "write_spec",
+]
 
 FORMAT_VERSION = 1
 
@@ -35,7 +42,13 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """How to rebuild a network and what input it was trained on."""
+    """How to rebuild a network, what input it was trained on, and how its findings are reported.
+
+    ``fusion``: the cross-scale fusion chosen on validation, ``{"name": ..., "kwargs": {...}}``
+    (``None``: the paper's WBF). ``operating_point``: the reporting threshold chosen on
+    validation, ``{"score_threshold": t, "target_fpi": f, ...}`` (``None``: not calibrated;
+    see :func:`monai_smalldet.engines.calibrate_checkpoint`).
+    """
 
     variant: str = "n"
     num_classes: int = 1
@@ -45,6 +58,15 @@ class NetworkSpec:
     pixel_spacing_mm: float = 0.07
     scales: tuple[float, ...] = (1.0, 0.5, 0.25)
     extra: dict[str, Any] = field(default_factory=dict)
+    fusion: dict[str, Any] | None = None
+    operating_point: dict[str, Any] | None = None
+
+    @property
+    def score_threshold(self) -> float | None:
+        """The calibrated reporting threshold (``None`` when the model has none)."""
+        op = self.operating_point or {}
+        value = op.get("score_threshold")
+        return None if value is None else float(value)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -82,10 +104,17 @@ def save_checkpoint(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+    write_spec(path, spec)
+    return path
+
+
+def write_spec(path: str | os.PathLike[str], spec: NetworkSpec) -> Path:
+    """Write the JSON spec of checkpoint ``path`` (``path`` with suffix ``.json``) atomically."""
+    path = Path(path)
     spec_tmp = path.with_name(f".{path.stem}.{os.getpid()}.json.tmp")
     spec_tmp.write_text(json.dumps(spec.to_dict(), indent=1) + "\n")
     os.replace(spec_tmp, _spec_path(path))
-    return path
+    return _spec_path(path)
 
 
 def load_checkpoint(

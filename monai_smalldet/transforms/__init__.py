@@ -40,6 +40,7 @@ from .pyramid import (
     ScalePyramidd,
     pyramid_key,
 )
+from .sampling import RandLesionTileSamplerd, enlarge_small_boxes
 from .tiling import RandTileSamplerd, SystematicTile, SystematicTiled, Tile, TileGrid, clip_boxes_to_tile
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "NormalizeLateralityd",
     "RandFlipBoxXYd",
     "RandRotateBox90XYd",
+    "RandLesionTileSamplerd",
     "RandTileSamplerd",
     "RandZoomBoxXYd",
     "ResampleToSpacing",
@@ -72,6 +74,7 @@ __all__ = [
     "TileGrid",
     "ZoomBoxXYd",
     "clip_boxes_to_tile",
+    "enlarge_small_boxes",
     "estimate_laterality",
     "from_spatial_order",
     "map_boxes",
