@@ -38,7 +38,11 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.pt"
     # the detector resamples every input to 2x the corpus spacing, so even the oversized image is small
-    spec = NetworkSpec(tile_size_px=128, pixel_spacing_mm=2 * SPACING_MM, scales=(1.0, 0.5))
+    # an operating point as `monai-smalldet calibrate` writes it: the app refuses a model without one
+    operating_point = {"score_threshold": 0.25, "target_fpi": 0.3, "split": "validation"}
+    spec = NetworkSpec(
+        tile_size_px=128, pixel_spacing_mm=2 * SPACING_MM, scales=(1.0, 0.5), operating_point=operating_point
+    )
     return save_checkpoint(path, build_network("n"), spec)
 
 

@@ -105,10 +105,13 @@ def test_detect_command_and_deploy_app_make_no_network_attempt(tmp_path):
         from monai_smalldet.data.synthetic import generate_dataset
         from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint
         root = Path(os.environ["MONAI_SMALLDET_CACHE_DIR"]) / "run"
-        generate_dataset(root / "data", n_train=0, n_val=0, n_test=4, scale=0.08, progress=False)
+        generate_dataset(root / "data", n_train=0, n_val=2, n_test=4, scale=0.08, progress=False)
         torch.manual_seed(0)
         spec = NetworkSpec(tile_size_px=128, pixel_spacing_mm=1.75, scales=(1.0, 0.5))
         save_checkpoint(root / "model" / "model.pt", build_network("n"), spec)
+        # the app reports at the model's operating point: calibrated here, offline too
+        assert main(["calibrate", "--checkpoint", str(root / "model" / "model.pt"),
+                     "--datalist", str(root / "data" / "datalist.json"), "--split", "validation"]) == 0
         assert main(["detect", str(root / "data" / "test"), "--checkpoint", str(root / "model" / "model.pt"),
                      "--out", str(root / "pred"), "--quiet"]) == 0
         from apps.mammo_detect.app import main as app_main
