@@ -224,10 +224,11 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         try:
             with _time_limit(args.time_limit_s, path):
                 image = loader(str(path))
-                result = detector.predict(image)
+                result = detector.predict(image, assume_spacing_mm=args.assume_spacing_mm)
         except (MammogramReadError, ValueError, RuntimeError) as err:
+            reason = str(err) if path.name in str(err) else f"{path}: {err}"  # the reason names the file
             log.warning("skipped %s: %s", path, err)
-            failed.append({"image": str(path), "error": type(err).__name__, "reason": str(err)})
+            failed.append({"image": str(path), "error": type(err).__name__, "reason": reason})
             continue
         meta = image.meta
         payload = {
@@ -447,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="score at which a finding is reported (default: the checkpoint's calibrated operating point)",
+    )
+    p.add_argument(
+        "--assume-spacing-mm",
+        type=float,
+        default=None,
+        help="pixel spacing (mm) for images that record none (default: such an image fails, named in failed.json)",
     )
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per image")
     p.add_argument(

@@ -34,6 +34,7 @@ from .fusion import Detections, get_fusion, merge_tile_duplicates
 from .networks import NetworkRunner, NetworkSpec, decode, load_checkpoint
 from .transforms.crop import CropBreast
 from .transforms.frames import FrameRecord, map_boxes, tile_boxes_to_original
+from .transforms.geometry import SpacingError, read_spacing_mm
 from .transforms.laterality import NormalizeLaterality
 from .transforms.pyramid import ResampleToSpacing, ScalePyramid
 from .transforms.tiling import SystematicTile
@@ -91,6 +92,9 @@ class MultiScaleOutput:
         scales: the pyramid factors, in level order.
         image_size_hw: (rows, columns) of the input image.
         pixel_spacing_mm: (row, column) spacing of the input when known.
+        spacing_source: where ``pixel_spacing_mm`` came from: ``"argument"``, ``"meta"`` (the
+            image's metadata), ``"assumed"`` (the caller's ``assume_spacing_mm``, the image had
+            none) or ``None`` (unknown; only for a detector that does not resample).
         tiles_per_scale: number of network inputs run per level.
         air_tiles_skipped: tiles of each level not run because they hold no breast.
         timings_s: wall-clock seconds per stage (``preprocess``, ``network``, ``postprocess``).
@@ -101,6 +105,7 @@ class MultiScaleOutput:
     scales: tuple[float, ...]
     image_size_hw: tuple[int, int]
     pixel_spacing_mm: tuple[float, float] | None = None
+    spacing_source: str | None = None
     tiles_per_scale: list[int] = field(default_factory=list)
     air_tiles_skipped: list[int] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -110,6 +115,7 @@ class MultiScaleOutput:
         out = {
             "image_size_hw": list(self.image_size_hw),
             "pixel_spacing_mm": list(self.pixel_spacing_mm) if self.pixel_spacing_mm else None,
+            "spacing_source": self.spacing_source,
             "scales": list(self.scales),
             "tiles_per_scale": self.tiles_per_scale,
             "air_tiles_skipped": self.air_tiles_skipped,
@@ -325,17 +331,34 @@ class MultiScaleDetector:
             raise ValueError(f"empty image of shape {tuple(array.shape)}.")
         return np.ascontiguousarray(array, dtype=np.float32), meta
 
-    @staticmethod
-    def _spacing(meta: Mapping[str, Any], given: Any) -> tuple[float, float] | None:
-        value = given if given is not None else meta.get("pixel_spacing_mm")
-        if value is None or isinstance(value, str):
-            return None
-        values = np.asarray(value, dtype=np.float64).reshape(-1)
-        if values.size == 1:
-            values = np.repeat(values, 2)
-        if values.size != 2 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-            return None
-        return float(values[0]), float(values[1])
+    def _spacing(
+        self, meta: Mapping[str, Any], given: Any, assume: Any, shape: tuple[int, ...]
+    ) -> tuple[tuple[float, float] | None, str | None]:
+        """``(spacing, source)`` of an input (see :attr:`MultiScaleOutput.spacing_source`).
+
+        A spacing passed as an argument must be valid. A resampling detector given an image
+        whose spacing is missing or invalid in its metadata (or only the reader's default:
+        ``meta["spacing_source"] == "default"``) runs at ``assume`` when the caller
+        gave one and raises :class:`SpacingError` otherwise: it never skips the resampling.
+        """
+        if given is not None:
+            return read_spacing_mm(given), "argument"
+        # a spacing the reader only assumed (the file records none) does not count as known
+        found = meta.get("pixel_spacing_mm") if meta.get("spacing_source") != "default" else None
+        try:
+            return read_spacing_mm(found), "meta"
+        except SpacingError as err:
+            problem = err
+        if self.resample is None:
+            return None, None
+        if assume is not None:
+            return read_spacing_mm(assume), "assumed"
+        what = "no pixel spacing" if found is None else f"an invalid pixel spacing ({problem})"
+        raise SpacingError(
+            f"the image of shape {shape} has {what}; the detector resamples to "
+            f"{self.resample.target_spacing_mm[0]} mm: pass pixel_spacing_mm, or assume_spacing_mm "
+            "to run at an assumed spacing (recorded in the output)."
+        )
 
     def _run_network(self, batch: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Run the network on same-size (1, h, w) inputs; decoded boxes in input pixels."""
@@ -400,14 +423,23 @@ class MultiScaleDetector:
         *,
         laterality: str | None = None,
         pixel_spacing_mm: float | Sequence[float] | None = None,
+        assume_spacing_mm: float | Sequence[float] | None = None,
     ) -> MultiScaleOutput:
         """Detect on one image: a (H, W)/(1, H, W) array or tensor, or a MetaTensor from
         :class:`~monai_smalldet.transforms.LoadMammogram` (laterality and spacing from its meta).
+
+        The spacing is ``pixel_spacing_mm``, else the image's ``meta["pixel_spacing_mm"]``, else
+        (missing or invalid there) ``assume_spacing_mm``; the output says which
+        (``spacing_source``).
+
+        Raises:
+            SpacingError: a detector that resamples got an image of unknown spacing and no
+                ``assume_spacing_mm``, or an invalid ``pixel_spacing_mm``.
         """
         t0 = time.perf_counter()
         img, meta = self._as_image(image)
         height, width = img.shape[1:]
-        spacing = self._spacing(meta, pixel_spacing_mm)
+        spacing, spacing_source = self._spacing(meta, pixel_spacing_mm, assume_spacing_mm, tuple(img.shape))
         frame = FrameRecord.identity(height, width)
         work: Any = img
         if self.laterality is not None:
@@ -533,6 +565,7 @@ class MultiScaleDetector:
             scales=self.scales,
             image_size_hw=(int(height), int(width)),
             pixel_spacing_mm=spacing,
+            spacing_source=spacing_source,
             tiles_per_scale=[sum(1 for item in inputs if item[0] == i) for i in range(num)],
             air_tiles_skipped=skipped,
             timings_s={"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0},

@@ -324,6 +324,36 @@ def test_report_policy_keeps_low_scores_out_of_the_sr_but_in_the_json(tmp_path, 
     assert code == 2 and not list((tmp_path / "o2").rglob("*.*"))
 
 
+def test_an_image_without_spacing_fails_unless_the_site_sets_one(tmp_path, study, monkeypatch):
+    """No Imager Pixel Spacing / Pixel Spacing: the image fails with that reason (a guessed spacing
+    would resize every finding); MAMMO_DETECT_ASSUME_SPACING_MM runs it and the summary says so."""
+    import pydicom
+
+    single = tmp_path / "in"
+    single.mkdir()
+    ds = pydicom.dcmread(study["dicom"] / "mg" / "L_CC.dcm")
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.save_as(single / "L_CC.dcm")
+    detector = MultiScaleDetector(
+        BrightSquareNet(), scales=(1.0, 0.5), tile_size=128, target_spacing_mm=SPACING, device="cpu"
+    )
+    detector.spec = NetworkSpec(tile_size_px=128, scales=(1.0, 0.5), operating_point=OPERATING_POINT)
+    args = ["mammo_detect", "-i", str(single), "-m", str(study["model"])]
+    assert main([*args, "-o", str(tmp_path / "strict")], detector=detector) == 1  # its only image failed
+    (failed,) = _summary(tmp_path / "strict", study["study_uid"])["failed"]
+    assert failed["file"] == "L_CC.dcm" and "no pixel spacing" in failed["reason"]
+    monkeypatch.setenv("MAMMO_DETECT_ASSUME_SPACING_MM", str(SPACING))
+    assert main([*args, "-o", str(tmp_path / "assumed")], detector=detector) == 0
+    (image,) = _summary(tmp_path / "assumed", study["study_uid"])["images"]
+    assert image["spacing_source"] == "assumed" and image["pixel_spacing_mm"] == pytest.approx([SPACING] * 2)
+    np.testing.assert_allclose(image["findings"][0]["box"], LESION, atol=2.5)
+    monkeypatch.setenv("MAMMO_DETECT_ASSUME_SPACING_MM", "-1")
+    assert main([*args, "-o", str(tmp_path / "bad")], detector=detector) == 2
+    assert not list((tmp_path / "bad").rglob("*.*"))
+
+
 @pytest.mark.parametrize(
     ("min_score", "max_findings", "expected"),
     [(0.25, 10, [True, True, False]), (0.0, 2, [True, True, False]), (0.0, 0, [False, False, False])],

@@ -160,6 +160,35 @@ def test_patient_identity_only_with_keep_phi(dataset):
         assert ("Synthetic^" in text) is expect_name
 
 
+def test_an_image_without_spacing_fails_by_name_unless_a_spacing_is_assumed(dataset, tmp_path):
+    """A DICOM with neither Imager Pixel Spacing nor Pixel Spacing: listed in failed.json with
+    the reason while the batch goes on; with --assume-spacing-mm it runs and says so."""
+    import pydicom
+
+    sources = sorted((dataset / "data" / "test").rglob("*.dcm"))[:2]
+    ds = pydicom.dcmread(sources[0])
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    bare = tmp_path / "no_spacing.dcm"
+    ds.save_as(bare)
+    args = ["detect", str(bare), str(sources[1]), "--checkpoint", str(dataset / "model.pt"), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "strict")]) == 0
+    failed = json.loads((tmp_path / "strict" / "failed.json").read_text())
+    assert [(f["image"], f["error"]) for f in failed] == [(str(bare), "SpacingError")]
+    assert "no pixel spacing" in failed[0]["reason"]
+    assert len([p for p in (tmp_path / "strict").glob("*.json") if p.name != "failed.json"]) == 1
+    assert main([*args, "--out", str(tmp_path / "assumed"), "--assume-spacing-mm", "0.7"]) == 0
+    assert json.loads((tmp_path / "assumed" / "failed.json").read_text()) == []
+    sources_seen = {}
+    for p in (tmp_path / "assumed").glob("*.json"):
+        if p.name != "failed.json":
+            payload = json.loads(p.read_text())
+            sources_seen[payload["image"]] = (payload["spacing_source"], payload["pixel_spacing_mm"])
+    assert sources_seen[str(bare.resolve())] == ("assumed", [0.7, 0.7])
+    assert sources_seen[str(sources[1].resolve())][0] == "meta"
+
+
 def test_same_file_names_from_different_folders_do_not_collide(dataset):
     files = sorted((dataset / "data" / "test").rglob("L_CC.dcm"))
     other = dataset / "copy" / "L_CC.dcm"

@@ -93,7 +93,8 @@ def test_runner_may_fuse_a_network_nothing_else_uses_in_place(network, tmp_path)
         tmp_path / "m.pt", device="cpu", precision="fp32", copy_network=True
     )
     assert copied.runner.network is not copied.network
-    a, b = owned.predict(img, laterality="L").fused, copied.predict(img, laterality="L").fused
+    a = owned.predict(img, laterality="L", pixel_spacing_mm=0.07).fused
+    b = copied.predict(img, laterality="L", pixel_spacing_mm=0.07).fused
     assert len(a) > 0
     np.testing.assert_array_equal(a.boxes, b.boxes)
     np.testing.assert_array_equal(a.scores, b.scores)

@@ -83,6 +83,41 @@ def test_numpy_input_with_explicit_laterality_and_resampling():
     np.testing.assert_allclose(found.boxes[0], square, atol=3.0)
 
 
+@pytest.mark.parametrize(
+    ("meta", "why"),
+    [
+        ({}, "no pixel spacing"),
+        ({"pixel_spacing_mm": (-1.0, -1.0)}, "invalid pixel spacing"),
+        ({"pixel_spacing_mm": (0.07, 0.07), "spacing_source": "default"}, "no pixel spacing"),
+    ],
+)
+def test_a_resampling_detector_never_guesses_the_spacing(meta, why):
+    """Unknown spacing: a typed error naming the image, or the caller's assumption, recorded."""
+    from monai_smalldet.transforms import SpacingError
+
+    square = (650, 500, 714, 564)
+    image = MetaTensor(torch.from_numpy(mammogram_with_square("R", square)[None]), meta=meta)
+    detector = MultiScaleDetector(
+        BrightSquareNet(), tile_size=256, target_spacing_mm=0.2, scales=(1.0, 0.5), device="cpu"
+    )
+    with pytest.raises(SpacingError, match=f"{why}.*assume_spacing_mm") as info:
+        detector.predict(image, laterality="R")
+    assert str(tuple(image.shape)) in str(info.value)
+    out = detector.predict(image, laterality="R", assume_spacing_mm=0.1)
+    assert (out.spacing_source, out.pixel_spacing_mm) == ("assumed", (0.1, 0.1))
+    assert out.to_dict()["spacing_source"] == "assumed"
+    np.testing.assert_allclose(out.fused.boxes[0], square, atol=3.0)  # run at 0.1 mm: resampled 2x down
+    assert (
+        out.tiles_per_scale == detector.predict(image, laterality="R", pixel_spacing_mm=0.1).tiles_per_scale
+    )
+    with pytest.raises(SpacingError, match="positive"):
+        detector.predict(image, laterality="R", pixel_spacing_mm=-1)  # a given spacing must be valid
+    # a detector that does not resample needs no spacing: boxes in pixels, none in mm
+    plain = MultiScaleDetector(BrightSquareNet(), tile_size=256, scales=(1.0, 0.5), device="cpu")
+    out = plain.predict(image, laterality="R")
+    assert out.spacing_source is None and "box_mm" not in out.to_dict()["findings"][0]
+
+
 def test_no_detection_and_bad_input():
     img = mammogram_with_square("L", (0, 0, 0, 0))  # no square
     detector = MultiScaleDetector(BrightSquareNet(), tile_size=256, device="cpu")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -62,6 +63,7 @@ SELECTION_RULES = json.dumps(
 
 
 ENV_OVERRIDES = {"MAMMO_DETECT_BACKEND": "backend", "MAMMO_DETECT_PRECISION": "precision"}
+ENV_ASSUME_SPACING = "MAMMO_DETECT_ASSUME_SPACING_MM"
 ENV_REPORT = {
     "MAMMO_DETECT_REPORT_MIN_SCORE": ("min_score", float),
     "MAMMO_DETECT_REPORT_MAX_FINDINGS": ("max_findings", int),
@@ -93,6 +95,26 @@ def env_report_policy(environ: dict[str, str] | None = None) -> ReportPolicy:
         return ReportPolicy(**kwargs)
     except ValueError as err:
         raise ValueError(f"{', '.join(ENV_REPORT)}: {err}") from None
+
+
+def env_assume_spacing_mm(environ: dict[str, str] | None = None) -> float | None:
+    """``MAMMO_DETECT_ASSUME_SPACING_MM``: the spacing (mm) at which an image that records none is
+    read; unset: such an image fails with its reason.
+
+    Raises:
+        ValueError: a value that is not a positive number (named).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    text = environ.get(ENV_ASSUME_SPACING)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{ENV_ASSUME_SPACING}={text!r} is not a positive number of mm")
+    return value
 
 
 class MammoDetectApp(Application):
@@ -132,6 +154,7 @@ class MammoDetectApp(Application):
         if detector_overrides is None:
             detector_overrides = env_detector_overrides()
         self._detector_overrides = detector_overrides
+        self._assume_spacing_mm = env_assume_spacing_mm()
         self.detection_op: MammoDetectionOperator | None = None
         self.output_path: Path | None = None
         self.input_path: Path | None = None
@@ -158,6 +181,7 @@ class MammoDetectApp(Application):
             detector_overrides=self._detector_overrides,
             input_path=self.input_path,
             report_policy=self._report_policy,
+            assume_spacing_mm=self._assume_spacing_mm,
             name="mammo_detection",
         )
         sr_writer = DICOMSRWriterOperator(self, out_dir=self.output_path, name="sr_writer")
@@ -259,6 +283,10 @@ def main(argv: list[str] | None = None, *, detector: Any = None, **app_kwargs: A
             app_kwargs["report_policy"] = env_report_policy()
         except ValueError as err:
             return _fail(2, str(err))
+    try:
+        env_assume_spacing_mm()
+    except ValueError as err:
+        return _fail(2, str(err))
     if detector is None and app_kwargs["report_policy"].min_score is None:
         problem = _uncalibrated(find_checkpoint(model_path))
         if problem:

@@ -338,6 +338,9 @@ class MammoDetectionOperator(Operator):
             (default: WBF fusion, tiled mode).
         input_path: the input folder, to report the files the DICOM loader did not load.
         report_policy: which findings go into the SR and the overlay (:class:`ReportPolicy`).
+        assume_spacing_mm: spacing at which an image that records no pixel spacing is read
+            (``None``: such an image fails with its reason, as a wrong spacing would resize
+            every finding).
     """
 
     def __init__(
@@ -350,9 +353,11 @@ class MammoDetectionOperator(Operator):
         detector_overrides: dict[str, Any] | None = None,
         input_path: str | os.PathLike[str] | None = None,
         report_policy: ReportPolicy | None = None,
+        assume_spacing_mm: float | None = None,
         **kwargs: Any,
     ) -> None:
         self.model_path = Path(model_path)
+        self.assume_spacing_mm = assume_spacing_mm
         self.report_policy = report_policy if report_policy is not None else ReportPolicy()
         self.input_path = Path(input_path) if input_path is not None else None
         self.unloaded_files: list[dict[str, str]] = []
@@ -490,6 +495,7 @@ class MammoDetectionOperator(Operator):
     def _one_image(self, ds: Any, series_uid: str) -> ImageResult | None:
         """Detect on one instance; ``None`` for an instance that is not For Presentation MG."""
         from monai_smalldet.data.dicom import MammogramReadError, read_mammogram
+        from monai_smalldet.transforms.geometry import SpacingError
         from monai_smalldet.visualize import thumbnail
 
         sop_uid = str(ds.get("SOPInstanceUID", ""))
@@ -506,14 +512,19 @@ class MammoDetectionOperator(Operator):
             return ImageResult(**base, status="failed", reason="instance has no file to read", source=ds)
         try:
             image, meta = read_mammogram(filename, require_mg=True)
+            recorded = meta.spacing_source != "default"  # "default": the reader's guess, not the file's
             out = self.detector.predict(
-                image, laterality=meta.laterality, pixel_spacing_mm=meta.pixel_spacing_mm
+                image,
+                laterality=meta.laterality,
+                pixel_spacing_mm=meta.pixel_spacing_mm if recorded else None,
+                assume_spacing_mm=self.assume_spacing_mm,
             )
             preview, factor = thumbnail(image, PREVIEW_MAX_SIDE)
-        except MammogramReadError as err:
-            logger.warning("failed %s (%s): %s", shown, sop_uid, err.reason)
+        except (MammogramReadError, SpacingError) as err:
+            reason = getattr(err, "reason", None) or str(err)
+            logger.warning("failed %s (%s): %s", shown, sop_uid, reason)
             return ImageResult(
-                **base, status="failed", reason=err.reason, source=ds, seconds=time.perf_counter() - t0
+                **base, status="failed", reason=reason, source=ds, seconds=time.perf_counter() - t0
             )
         except Exception as err:  # one bad image must not stop the others
             logger.exception("failed %s (%s)", shown, sop_uid)
@@ -525,6 +536,8 @@ class MammoDetectionOperator(Operator):
                 seconds=time.perf_counter() - t0,
             )
         detection = out.to_dict()
+        if recorded:  # the attribute the spacing was read from, e.g. "ImagerPixelSpacing"
+            detection["spacing_source"] = meta.spacing_source
         detection["findings"] = self.report_policy.mark(detection["findings"])
         logger.info(
             "%s %s %s: %d finding(s), %d reported",
@@ -739,6 +752,7 @@ def study_summary(study: StudyResult, out_dir: str | os.PathLike[str]) -> dict[s
                 "view": image.view,
                 "image_size_hw": det.get("image_size_hw"),
                 "pixel_spacing_mm": det.get("pixel_spacing_mm"),
+                "spacing_source": det.get("spacing_source"),
                 "tiles_per_scale": det.get("tiles_per_scale"),
                 "findings": image.findings,
                 "num_reported": len(image.reported),

@@ -21,6 +21,7 @@ def run_detect(
     precision: str = "auto",
     overlay: bool = False,
     resume: bool = False,
+    assume_spacing_mm: float | None = None,
 ) -> str:
     """Run ``monai-smalldet detect`` (one JSON per image, boxes in original pixels) and check it.
 
@@ -30,8 +31,9 @@ def run_detect(
             share a file name.
         checkpoint: ``model.pt`` with its ``model.json`` spec beside it.
         output_dir: where the JSON files (and overlays) go.
-        mode, fusion, batch_size, device, backend, precision, overlay, resume: the command's
-            options (``fusion=None``: the checkpoint's calibrated fusion, else the paper's WBF).
+        mode, fusion, batch_size, device, backend, precision, overlay, resume, assume_spacing_mm:
+            the command's options (``fusion=None``: the checkpoint's calibrated fusion, else the
+            paper's WBF; ``assume_spacing_mm=None``: an image that records no pixel spacing fails).
 
     Returns:
         ``output_dir``.
@@ -67,6 +69,8 @@ def run_detect(
         argv.append("--overlay")
     if resume:
         argv.append("--resume")
+    if assume_spacing_mm is not None:
+        argv += ["--assume-spacing-mm", str(float(assume_spacing_mm))]
     code = main(argv)
     if code != 0:
         raise RuntimeError(

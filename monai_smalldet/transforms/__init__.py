@@ -26,7 +26,7 @@ from .frames import (
     tile_boxes_to_original,
     to_spatial_order,
 )
-from .geometry import FrameStepd
+from .geometry import FrameStepd, SpacingError, read_spacing_mm
 from .io import LoadMammogram, LoadMammogramd
 from .laterality import NormalizeLaterality, NormalizeLateralityd, estimate_laterality, parse_laterality
 from .pyramid import (
@@ -68,6 +68,7 @@ __all__ = [
     "ScaleLevel",
     "ScalePyramid",
     "ScalePyramidd",
+    "SpacingError",
     "SystematicTile",
     "SystematicTiled",
     "Tile",
@@ -78,6 +79,7 @@ __all__ = [
     "estimate_laterality",
     "from_spatial_order",
     "map_boxes",
+    "read_spacing_mm",
     "original_boxes_to_frame",
     "otsu_threshold",
     "parse_laterality",

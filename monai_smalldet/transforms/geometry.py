@@ -34,6 +34,7 @@ from .frames import FrameRecord, map_boxes
 __all__ = [
     "BOX_TOLERANCE_PX",
     "FrameStepd",
+    "SpacingError",
     "as_boxes",
     "check_boxes",
     "check_finite",
@@ -164,20 +165,26 @@ def check_boxes(boxes: NdarrayOrTensor, spatial_size: Sequence[int], name: str =
     return b
 
 
+class SpacingError(ValueError):
+    """An image's pixel spacing is missing or is not one or two positive finite numbers (mm)."""
+
+
 def read_spacing_mm(spacing: Any) -> tuple[float, float]:
     """``(row, col)`` pixel spacing in mm from a number, a pair, an array or a collated tensor.
 
     Raises:
-        ValueError: when it is not one or two positive finite numbers.
+        SpacingError: (a ``ValueError``) when it is not one or two positive finite numbers.
     """
     try:
+        if isinstance(spacing, str | bytes):
+            raise TypeError("text")
         values = np.asarray(convert_data_type(spacing, np.ndarray)[0], dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"pixel_spacing_mm must be (row, col) in mm, got {spacing!r}.") from err
+        raise SpacingError(f"pixel_spacing_mm must be (row, col) in mm, got {spacing!r}.") from err
     if values.size == 1:
         values = np.repeat(values, 2)
     if values.size != 2 or not np.isfinite(values).all() or (values <= 0).any():
-        raise ValueError(f"pixel_spacing_mm must be (row, col) positive numbers in mm, got {spacing!r}.")
+        raise SpacingError(f"pixel_spacing_mm must be (row, col) positive numbers in mm, got {spacing!r}.")
     return float(values[0]), float(values[1])
 
 
