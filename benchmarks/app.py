@@ -34,6 +34,7 @@ from apps.mammo_detect.app import main as app_main
 from apps.mammo_detect.operators import ReportPolicy
 from benchmarks.machine import describe_machine
 from monai_smalldet.data.synthetic import generate_dataset
+from monai_smalldet.files import write_json_atomic
 from monai_smalldet.inference import MultiScaleDetector
 from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint
 from monai_smalldet.transforms import LoadMammogram
@@ -122,7 +123,7 @@ def main() -> None:
         f"reported findings per image {app10:.2f} s: {100 * result['app_report10_overhead_ratio']:.1f}%"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json_atomic(args.out, result)
 
 
 if __name__ == "__main__":

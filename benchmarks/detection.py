@@ -39,6 +39,7 @@ import numpy as np
 
 from benchmarks.machine import describe_machine
 from benchmarks.overlap import mcnemar_p
+from monai_smalldet.files import atomic_write, write_json_atomic
 
 FPIS = (0.1, 0.2, 0.3)
 OP_FPI = 0.3
@@ -336,9 +337,9 @@ def main() -> None:
                 {name: {r: m["rows"]["own fusion"] for r, m in report["splits"][name]["models"].items()}}
             )
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{args.name}.md").write_text("\n".join(_markdown(report)) + "\n")
+    write_json_atomic(args.out / f"{args.name}.json", report)
+    text = "\n".join(_markdown(report)) + "\n"
+    atomic_write(args.out / f"{args.name}.md", lambda tmp: tmp.write_text(text))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ compare tile layouts of one pipeline, nothing about clinical performance.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 
 from benchmarks.machine import describe_machine
 from benchmarks.quality import OP_FPI, _as_pred, _hits, _predictions, _score_at
+from monai_smalldet.files import atomic_write, write_json_atomic
 
 FPIS = (0.1, 0.2, 0.3)
 DEFAULT = 0.1
@@ -141,14 +141,9 @@ def main() -> None:
             f"{row['lesions_hit_at_0.3_fpi']} | {row['only_this_overlap_hits']} | "
             f"{row['only_default_hits']} | {row['mcnemar_p_vs_default']:.3g} |"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in (
-        ("overlap.json", json.dumps(report, indent=1) + "\n"),
-        ("overlap.md", "\n".join(md) + "\n"),
-    ):
-        tmp_path = args.out / (name + ".tmp")
-        tmp_path.write_text(text)
-        tmp_path.replace(args.out / name)
+    write_json_atomic(args.out / "overlap.json", report)
+    text = "\n".join(md) + "\n"
+    atomic_write(args.out / "overlap.md", lambda tmp: tmp.write_text(text))
     print("\n".join(md))
 
 

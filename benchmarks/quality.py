@@ -26,7 +26,6 @@ the method behaves on the generator's lesions, nothing about clinical performanc
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import describe_machine
+from monai_smalldet.files import atomic_write, write_json_atomic
 
 FPIS = (0.1, 0.15, 0.2, 0.3)
 REPORT_FPIS = (0.15, 0.2, 0.3)
@@ -289,10 +289,9 @@ def main() -> None:
             print("\n".join(md[-8:]), flush=True)
     machine = report["machine"]
     md.append(f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, torch {machine.get('torch')}.")
-    (args.out / "quality.md").write_text("\n".join(md) + "\n")
-    tmp_json = args.out / "quality.json.tmp"
-    tmp_json.write_text(json.dumps(report, indent=1, default=float) + "\n")
-    tmp_json.replace(args.out / "quality.json")
+    text = "\n".join(md) + "\n"
+    atomic_write(args.out / "quality.md", lambda tmp: tmp.write_text(text))
+    write_json_atomic(args.out / "quality.json", report, default=float)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from benchmarks.machine import describe_machine
+from monai_smalldet.files import write_json_atomic
 
 CONTENDERS = (
     "ours_tiled",
@@ -490,10 +491,7 @@ def main() -> None:
         "peak_rss_gib": "<= 3",
     }
     print(markdown_table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(results, indent=1) + "\n")
-    tmp_out.replace(args.out)
+    write_json_atomic(args.out, results)
 
 
 def markdown_table(results: dict[str, Any]) -> str:

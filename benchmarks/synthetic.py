@@ -7,7 +7,6 @@ writes ``benchmarks/results/synthetic.json``. Data are synthetic by construction
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from benchmarks.machine import describe_machine
 from monai_smalldet.data.dicom import write_mammogram_dicom
 from monai_smalldet.data.synthetic import SynthConfig, generate_mammogram
+from monai_smalldet.files import write_json_atomic
 
 
 def main() -> None:
@@ -68,7 +68,7 @@ def main() -> None:
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    write_json_atomic(args.out, payload)
     print(f"written: {args.out}")
 
 

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import describe_machine
+from monai_smalldet.files import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results" / "transforms.json"
 TILE_PX, OVERLAP = 1024, 0.1
@@ -320,7 +321,7 @@ def main() -> None:
         "overlap_study": study,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    write_json_atomic(args.out, payload)
 
     t = timings
     print("| stage | median ms |")

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .files import remove_temporaries, write_json_atomic
+
 __all__ = ["main"]
 
 log = logging.getLogger("monai_smalldet")
@@ -111,16 +113,6 @@ def _unique_output_names(files: Sequence[Path], roots: Sequence[Path]) -> dict[P
     return names
 
 
-def _write_json_atomic(path: Path, payload: object) -> None:
-    import json
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 class ImageTimeoutError(RuntimeError):
     """An image took longer than the per-image time limit."""
 
@@ -152,13 +144,6 @@ def _time_limit(seconds: float | None, path: Path) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def _remove_stale_temporaries(folder: Path) -> None:
-    """Remove half-written files a killed run left (they are only ever temporary names)."""
-    if folder.is_dir():
-        for tmp in folder.glob(".*.tmp*"):
-            tmp.unlink(missing_ok=True)
 
 
 def _patient_identity(path: Path) -> dict[str, str | None]:
@@ -211,7 +196,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         return 2
     loader = LoadMammogram()
     out_dir: Path = args.out
-    _remove_stale_temporaries(out_dir)
+    remove_temporaries(out_dir)  # half-written files a killed run left
     failed: list[dict[str, str]] = []
     done = 0
     names = _unique_output_names(files, args.inputs)
@@ -246,7 +231,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             finding["reported"] = threshold is not None and finding["score"] >= threshold
         if args.keep_phi:
             payload["patient"] = _patient_identity(path)
-        _write_json_atomic(target, payload)
+        write_json_atomic(target, payload)
         if args.overlay:
             f = result.fused
             keep = f.scores >= overlay_threshold
@@ -258,7 +243,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                 title=f"{path.name}: {int(keep.sum())} findings >= {overlay_threshold:.3g}",
             )
         done += 1
-    _write_json_atomic(out_dir / "failed.json", failed)
+    write_json_atomic(out_dir / "failed.json", failed)
     print(f"{done} image(s) written to {out_dir}, {len(failed)} failed (see failed.json)")
     return 0 if done else 1
 
@@ -294,7 +279,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     )
     text = json.dumps(result.to_dict(), indent=1)
     if args.out:
-        _write_json_atomic(args.out, result.to_dict())
+        write_json_atomic(args.out, result.to_dict())
     print(text)
     return 0
 
@@ -332,7 +317,7 @@ def _cmd_froc(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     name = f"{args.split} ({len(items)} images)"
-    _write_json_atomic(
+    write_json_atomic(
         out / "froc.json", {"split": args.split, "missing_predictions": missing, **result.to_dict()}
     )
     table = froc_table({name: result})

@@ -30,6 +30,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .files import atomic_write
+
 __all__ = ["cache_dir", "configure_offline", "configure_ultralytics_settings"]
 
 _CONFIGURED = False
@@ -62,10 +64,7 @@ def _place_font(yolo_config_dir: Path) -> None:
     source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     if not source.is_file():  # pragma: no cover - part of every matplotlib wheel
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def configure_offline() -> Path:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .files import atomic_write
+
 __all__ = ["OVERLAY_TITLE_PX", "overlay_png", "preview_sheet", "thumbnail"]
 
 
@@ -98,13 +100,10 @@ def preview_sheet(
         title or "Synthetic mammograms (not patient data): red = malignant, yellow = benign", fontsize=9
     )
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    try:
+        return atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=90), suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 #: Height in pixels of the title strip above an overlay.
@@ -173,9 +172,4 @@ def overlay_png(
         draw.text((x1, max(OVERLAY_TITLE_PX, y1 - 11)), f"{float(s):.2f}", fill=red, font=font)
     if title:
         draw.text((3, 2), title, fill=black, font=font)
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    canvas.save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out_png, lambda tmp: canvas.save(tmp, format="PNG", compress_level=1), suffix=".png")

@@ -55,6 +55,8 @@ RULES = [
     ),
     ("networks", ("monai_smalldet.data", "monai_smalldet.transforms", "monai_smalldet.inference")),
     ("inference", ("monai_smalldet.engines", "monai_smalldet.cli", "apps", "ultralytics")),
+    # the atomic-write helper under every layer: nothing of the package, nothing heavy
+    ("files", ("monai_smalldet.", "torch", "monai", "numpy", "ultralytics")),
 ]
 
 

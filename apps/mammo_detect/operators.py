@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import re
@@ -38,6 +37,8 @@ from typing import Any
 import numpy as np
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
+
+from monai_smalldet.files import atomic_write, write_json_atomic
 
 __all__ = [
     "ALGORITHM_NAME",
@@ -159,24 +160,6 @@ def output_paths(
         paths["sr"] = study_dir / f"{name}.sr.dcm"
         paths["overlay"] = study_dir / f"{name}.overlay.png"
     return paths
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then ``os.replace`` it onto ``path`` (same folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_json_atomic(path: Path, payload: Any) -> Path:
-    text = json.dumps(payload, indent=1, sort_keys=False) + "\n"
-    return _atomic_write_bytes(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def find_checkpoint(model_path: str | os.PathLike[str]) -> Path:
@@ -704,7 +687,7 @@ class DICOMSRWriterOperator(_WriterOperator):
             number += 1
             sr = build_sr(image, study.model, series_uid, number)
             path = output_paths(self.out_dir, study.study_instance_uid, image.sop_instance_uid)["sr"]
-            _atomic_write_bytes(path, lambda tmp, ds=sr: ds.save_as(tmp, enforce_file_format=True))
+            atomic_write(path, lambda tmp, ds=sr: ds.save_as(tmp, enforce_file_format=True))
             self.written.append(path)
             logger.info("wrote %s", path)
 

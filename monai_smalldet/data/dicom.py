@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -43,6 +42,8 @@ from pydicom.uid import (
     generate_uid,
 )
 from pydicom.valuerep import DSfloat
+
+from ..files import atomic_write
 
 __all__ = [
     "DEFAULT_SPACING_MM",
@@ -1059,13 +1060,4 @@ def write_mammogram_dicom(
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
 
     # ---- atomic write ---------------------------------------------------------------------
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))

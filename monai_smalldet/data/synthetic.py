@@ -49,7 +49,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -61,6 +60,8 @@ import cv2
 import numpy as np
 from scipy import fft as sp_fft
 from scipy.special import expit
+
+from ..files import atomic_write, write_json_atomic
 
 __all__ = [
     "FULL_SHAPE_PX",
@@ -771,18 +772,13 @@ def _uid(entropy: list[str]) -> str:
 
 
 def _write_png16(path: Path, image: np.ndarray) -> None:
-    """Write a 16-bit greyscale PNG atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), image.astype(np.uint16)):
-        raise OSError(f"{path}: could not write PNG")
-    os.replace(tmp, path)
+    """Write a 16-bit greyscale PNG atomically."""
 
+    def write(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), image.astype(np.uint16)):
+            raise OSError(f"{path}: could not write PNG")
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, write, suffix=".png")
 
 
 def generate_dataset(
@@ -851,8 +847,8 @@ def generate_dataset(
     datalist: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     for job, item in zip(jobs, items, strict=True):
         datalist[job.split].append(item)
-    _write_json_atomic(out / "datalist.json", datalist)
-    _write_json_atomic(
+    write_json_atomic(out / "datalist.json", datalist)
+    write_json_atomic(
         out / "dataset.json",
         {
             "name": "monai-smalldet synthetic FFDM",

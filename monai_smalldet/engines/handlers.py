@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from ..files import write_json_atomic
 from ..metrics.froc import DEFAULT_FPIS
 from ..networks import NetworkSpec, save_checkpoint
 
@@ -158,10 +159,7 @@ class FROCReportHandler:
             "metrics": {k: _finite(v) for k, v in engine.state.metrics.items()},
             "froc": {k: v.to_dict() for k, v in details.items() if v is not None},
         }
-        path = self.output_dir / self.metrics_filename
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        os.replace(tmp, path)
+        path = write_json_atomic(self.output_dir / self.metrics_filename, payload)
         curves = {k: v for k, v in details.items() if v is not None}
         if self.plot and curves:
             from ..metrics import plot_froc
@@ -315,10 +313,7 @@ class TrainingInfoHandler:
         history = getattr(engine.state, "epoch_history", None)
         if history:
             payload["epoch_history"] = history
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, payload, default=str)
 
 
 class TimeLimitHandler:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..files import atomic_write, write_json_atomic
 from .yolo import build_network
 
 __all__ = [
@@ -101,20 +102,14 @@ def save_checkpoint(
         k: (v.detach().to("cpu", torch.float16 if half and v.is_floating_point() else v.dtype)).clone()
         for k, v in module.state_dict().items()
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     write_spec(path, spec)
     return path
 
 
 def write_spec(path: str | os.PathLike[str], spec: NetworkSpec) -> Path:
     """Write the JSON spec of checkpoint ``path`` (``path`` with suffix ``.json``) atomically."""
-    path = Path(path)
-    spec_tmp = path.with_name(f".{path.stem}.{os.getpid()}.json.tmp")
-    spec_tmp.write_text(json.dumps(spec.to_dict(), indent=1) + "\n")
-    os.replace(spec_tmp, _spec_path(path))
-    return _spec_path(path)
+    return write_json_atomic(_spec_path(Path(path)), spec.to_dict())
 
 
 def load_checkpoint(
