@@ -12,16 +12,12 @@ Sub-commands:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from .files import remove_temporaries, write_json_atomic
+from .files import write_json_atomic
 
 __all__ = ["main"]
 
@@ -64,111 +60,9 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".tif", ".tiff", ".nii", ".nii.gz")
-
-
-def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
-    """Files as given, folders searched recursively for image files (sorted, de-duplicated)."""
-    files: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            files += sorted(
-                p for p in item.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
-            )
-        else:
-            files.append(item)
-    seen: set[Path] = set()
-    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
-
-
-def _output_name(path: Path, roots: Sequence[Path]) -> str:
-    """A file name unique per input: its path relative to the input folder, '/' -> '__'."""
-    resolved = path.resolve()
-    for root in roots:
-        root = root.resolve()
-        if root.is_dir() and resolved.is_relative_to(root):
-            rel = resolved.relative_to(root)
-            break
-    else:
-        rel = Path(path.name)
-    name = "__".join(rel.parts)
-    for suffix in (".nii.gz", ".dcm", ".dicom", ".png", ".tiff", ".tif", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _unique_output_names(files: Sequence[Path], roots: Sequence[Path]) -> dict[Path, str]:
-    """Output names per input file; two inputs with the same name (e.g. ``L_CC.dcm`` of two
-    patients given one by one) get a short hash of their full path so neither overwrites the other."""
-    import hashlib
-    from collections import Counter
-
-    names = {path: _output_name(path, roots) for path in files}
-    counts = Counter(names.values())
-    for path, name in names.items():
-        if counts[name] > 1:
-            digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
-            names[path] = f"{name}-{digest}"
-    return names
-
-
-class ImageTimeoutError(RuntimeError):
-    """An image took longer than the per-image time limit."""
-
-
-class _Deadline(BaseException):
-    """Raised by the alarm; a BaseException so that no ``except Exception`` on the way swallows it."""
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float | None, path: Path) -> Iterator[None]:
-    """Raise :class:`ImageTimeoutError` if the block runs longer than ``seconds`` (main thread, POSIX)."""
-    if (
-        not seconds
-        or threading.current_thread() is not threading.main_thread()
-        or not hasattr(signal, "setitimer")
-    ):
-        yield
-        return
-
-    def _expired(signum: int, frame: object) -> None:
-        raise _Deadline
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    except _Deadline:
-        raise ImageTimeoutError(f"{path}: time limit of {seconds:g} s per image exceeded") from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _patient_identity(path: Path) -> dict[str, str | None]:
-    """Patient ID, name and birth date from a DICOM header (only written with --keep-phi)."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # not DICOM (PNG, NIfTI): no identity to keep
-        return {"id": None, "name": None, "birth_date": None}
-    return {
-        "id": str(ds.get("PatientID", "") or "") or None,
-        "name": str(ds.get("PatientName", "") or "") or None,
-        "birth_date": str(ds.get("PatientBirthDate", "") or "") or None,
-    }
-
-
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from . import __version__
-    from .data.dicom import MammogramReadError
+    from .batch import detect_files, expand_inputs
     from .inference import MultiScaleDetector
-    from .transforms.io import LoadMammogram
-    from .visualize import overlay_png
 
     overrides = {
         "mode": args.mode,
@@ -184,82 +78,28 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         overrides["scales"] = tuple(args.scales)
     if args.tile_size:
         overrides["tile_size"] = args.tile_size
-    detector = MultiScaleDetector.from_checkpoint(args.checkpoint, device=args.device, **overrides)
-    operating_point = _operating_point(detector, args.report_threshold)
-    threshold = operating_point["score_threshold"]
-    overlay_threshold = args.overlay_threshold if args.overlay_threshold is not None else threshold
-    if overlay_threshold is None:
-        overlay_threshold = 0.25
-    files = _expand_inputs(args.inputs)
-    if not files:
+    if not expand_inputs(args.inputs):
         print("no input images found", file=sys.stderr)
         return 2
-    loader = LoadMammogram()
-    out_dir: Path = args.out
-    remove_temporaries(out_dir)  # half-written files a killed run left
-    failed: list[dict[str, str]] = []
-    done = 0
-    names = _unique_output_names(files, args.inputs)
-    for path in tqdm(files, desc="detecting", unit="img", disable=args.quiet):
-        name = names[path]
-        target = out_dir / f"{name}.json"
-        if args.resume and target.is_file():
-            done += 1
-            continue
-        try:
-            with _time_limit(args.time_limit_s, path):
-                image = loader(str(path))
-                result = detector.predict(image, assume_spacing_mm=args.assume_spacing_mm)
-        except (MammogramReadError, ValueError, RuntimeError) as err:
-            reason = str(err) if path.name in str(err) else f"{path}: {err}"  # the reason names the file
-            log.warning("skipped %s: %s", path, err)
-            failed.append({"image": str(path), "error": type(err).__name__, "reason": reason})
-            continue
-        meta = image.meta
-        payload = {
-            "image": str(path.resolve()),
-            "laterality": meta.get("laterality"),
-            "view": meta.get("view"),
-            "model": {"checkpoint": str(Path(args.checkpoint).resolve()), "monai_smalldet": __version__},
-            "mode": detector.mode,
-            "fusion": detector.fusion_name,
-            "fusion_kwargs": detector.fusion_kwargs,
-            "operating_point": operating_point,
-            **result.to_dict(),
-        }
-        for finding in payload["findings"]:
-            finding["reported"] = threshold is not None and finding["score"] >= threshold
-        if args.keep_phi:
-            payload["patient"] = _patient_identity(path)
-        write_json_atomic(target, payload)
-        if args.overlay:
-            f = result.fused
-            keep = f.scores >= overlay_threshold
-            overlay_png(
-                image[0].numpy(),
-                out_dir / f"{name}.png",
-                f.boxes[keep],
-                f.scores[keep],
-                title=f"{path.name}: {int(keep.sum())} findings >= {overlay_threshold:.3g}",
-            )
-        done += 1
-    write_json_atomic(out_dir / "failed.json", failed)
-    print(f"{done} image(s) written to {out_dir}, {len(failed)} failed (see failed.json)")
-    return 0 if done else 1
-
-
-def _operating_point(detector: Any, given: float | None) -> dict[str, Any]:
-    """The reporting threshold of a detect run and where it comes from: the command line, the
-    checkpoint's calibrated operating point (for the fusion in use), or none."""
-    if given is not None:
-        return {"score_threshold": float(given), "source": "command line"}
-    if detector.score_threshold is not None:
-        return {
-            "score_threshold": detector.score_threshold,
-            "source": "checkpoint",
-            **(detector.spec.operating_point or {}),
-        }
-    return {"score_threshold": None, "source": None}
+    detector = MultiScaleDetector.from_checkpoint(args.checkpoint, device=args.device, **overrides)
+    result = detect_files(
+        detector,
+        args.inputs,
+        args.out,
+        checkpoint=args.checkpoint,
+        report_threshold=args.report_threshold,
+        overlay=args.overlay,
+        overlay_threshold=args.overlay_threshold,
+        resume=args.resume,
+        keep_phi=args.keep_phi,
+        time_limit_s=args.time_limit_s,
+        assume_spacing_mm=args.assume_spacing_mm,
+        progress=not args.quiet,
+    )
+    print(
+        f"{len(result.written)} image(s) written to {args.out}, {len(result.failed)} failed (see failed.json)"
+    )
+    return 0 if result.written else 1
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:

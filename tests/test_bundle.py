@@ -111,12 +111,18 @@ def test_inference_writes_one_json_per_image_inside_the_image(trained: Path) -> 
     results = sorted(p for p in out.glob("*.json") if p.name != "failed.json")
     assert len(results) == 2
     assert json.loads((out / "failed.json").read_text()) == []
+    _, spec = load_checkpoint(trained / "models" / "model.pt")  # calibrated at the end of training
     for path in results:
         payload = json.loads(path.read_text())
         height, width = payload["image_size_hw"]
+        assert payload["fusion"] == spec.fusion["name"] and payload["spacing_source"] == "meta"
+        point = payload["operating_point"]
+        assert point["source"] == "checkpoint"
+        assert point["score_threshold"] == spec.operating_point["score_threshold"]
         for finding in payload["findings"]:
             x1, y1, x2, y2 = finding["box"]
             assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+            assert finding["reported"] == (finding["score"] >= point["score_threshold"])
 
 
 # -- bundle tooling -----------------------------------------------------------------------------

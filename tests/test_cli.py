@@ -232,3 +232,22 @@ def test_demo_runs_the_whole_chain(dataset, tmp_path, capsys):
     froc = json.loads((out / "froc" / "froc.json").read_text())
     assert froc["num_images"] == 2 and froc["missing_predictions"] == 0
     assert (out / "froc" / "froc.png").is_file()
+
+
+def test_the_library_batch_under_the_command(dataset, tmp_path):
+    """``detect_files`` (what the command and the bundle's inference run): per-image results and
+    failures as values, the same files on disk."""
+    from monai_smalldet.batch import detect_files
+    from monai_smalldet.inference import MultiScaleDetector
+
+    good = sorted((dataset / "data" / "test").rglob("*.dcm"))[:1]
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"DICM?")
+    detector = MultiScaleDetector.from_checkpoint(dataset / "model.pt", device="cpu")
+    result = detect_files(detector, [*good, bad], tmp_path / "out", report_threshold=0.5)
+    assert [p.name for p in result.written] == [f"{good[0].stem}.json"]
+    assert [(f["image"], f["error"]) for f in result.failed] == [(str(bad), "MammogramReadError")]
+    assert json.loads((tmp_path / "out" / "failed.json").read_text()) == result.failed
+    payload = json.loads(result.written[0].read_text())
+    assert payload["operating_point"] == {"score_threshold": 0.5, "source": "given"}
+    assert all(f["reported"] == (f["score"] >= 0.5) for f in payload["findings"])

@@ -1,4 +1,16 @@
-"""Who may import whom (DESIGN.md): checked on the source, so a violation fails CI."""
+"""Who may import whom, checked on the source so that a violation fails CI.
+
+The layers, lowest first (a module imports only from layers below it):
+
+1. ``files`` (atomic writes: nothing of the package);
+2. ``data``, ``transforms``, ``fusion``, ``metrics``, ``networks`` (only ``networks`` imports
+   ultralytics);
+3. ``inference`` (the multi-scale detector);
+4. ``batch`` (detection over files: JSON results, failures);
+5. ``engines`` (Ignite training / evaluation, calibration, the bundle's entry points);
+6. ``cli`` (``monai-smalldet``), and, outside the package, ``apps/`` (the MONAI Deploy app uses
+   the library layers 1-4, never ``engines`` or ``cli``).
+"""
 
 from __future__ import annotations
 
@@ -55,6 +67,8 @@ RULES = [
     ),
     ("networks", ("monai_smalldet.data", "monai_smalldet.transforms", "monai_smalldet.inference")),
     ("inference", ("monai_smalldet.engines", "monai_smalldet.cli", "apps", "ultralytics")),
+    ("batch", ("monai_smalldet.engines", "monai_smalldet.cli", "apps")),
+    ("engines", ("monai_smalldet.cli", "apps")),
     # the atomic-write helper under every layer: nothing of the package, nothing heavy
     ("files", ("monai_smalldet.", "torch", "monai", "numpy", "ultralytics")),
 ]
@@ -80,6 +94,25 @@ def test_only_networks_imports_ultralytics():
         and path not in allowed
         and any(name.split(".")[0] == "ultralytics" for name in imports_of(path))
     ]
+    assert offenders == []
+
+
+def test_the_app_uses_the_library_layers_only():
+    apps = PACKAGE.parent / "apps"
+    offenders = []
+    for path in sorted(apps.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            offenders += [
+                f"{path.relative_to(apps)} imports {n}"
+                for n in names
+                if n.startswith(("monai_smalldet.engines", "monai_smalldet.cli"))
+            ]
     assert offenders == []
 
 

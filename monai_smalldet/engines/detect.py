@@ -1,4 +1,5 @@
-"""Batch detection for the bundle's ``inference`` config: the ``monai-smalldet detect`` command."""
+"""Batch detection for the bundle's ``inference`` config: :func:`monai_smalldet.batch.detect_files`
+with a detector loaded from a checkpoint (what ``monai-smalldet detect`` runs too)."""
 
 from __future__ import annotations
 
@@ -23,57 +24,47 @@ def run_detect(
     resume: bool = False,
     assume_spacing_mm: float | None = None,
 ) -> str:
-    """Run ``monai-smalldet detect`` (one JSON per image, boxes in original pixels) and check it.
+    """Detect on every image of ``inputs``; one JSON per image (boxes in original pixels).
 
     Args:
         inputs: image files or folders (searched recursively). Output names are the paths
             relative to a given folder, so give folders when images in different folders
             share a file name.
         checkpoint: ``model.pt`` with its ``model.json`` spec beside it.
-        output_dir: where the JSON files (and overlays) go.
-        mode, fusion, batch_size, device, backend, precision, overlay, resume, assume_spacing_mm:
-            the command's options (``fusion=None``: the checkpoint's calibrated fusion, else the
-            paper's WBF; ``assume_spacing_mm=None``: an image that records no pixel spacing fails).
+        output_dir: where the JSON files (and overlays, and ``failed.json``) go.
+        mode, fusion, batch_size, device, backend, precision: how the detector runs
+            (``fusion=None``: the checkpoint's calibrated fusion, else the paper's WBF).
+        overlay, resume, assume_spacing_mm: see :func:`~monai_smalldet.batch.detect_files`
+            (``assume_spacing_mm=None``: an image that records no pixel spacing fails).
 
     Returns:
         ``output_dir``.
 
     Raises:
-        RuntimeError: the command wrote no result.
+        FileNotFoundError: ``inputs`` hold no image file.
+        RuntimeError: no image could be processed (see ``failed.json``).
     """
-    from ..cli import main
+    from ..batch import detect_files, expand_inputs
+    from ..inference import MultiScaleDetector
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    argv = [
-        "detect",
-        *(str(i) for i in items),
-        "--checkpoint",
-        str(checkpoint),
-        "--out",
-        str(output_dir),
-        "--mode",
-        mode,
-        "--backend",
-        backend,
-        "--precision",
-        precision,
-        "--quiet",
-    ]
+    if not expand_inputs(items):
+        raise FileNotFoundError(f"no input images found in {[str(i) for i in items]}.")
+    overrides: dict = {"mode": mode, "backend": backend, "precision": precision, "batch_size": batch_size}
     if fusion:
-        argv += ["--fusion", str(fusion)]
-    if batch_size is not None:
-        argv += ["--batch-size", str(int(batch_size))]
-    if device:
-        argv += ["--device", str(device)]
-    if overlay:
-        argv.append("--overlay")
-    if resume:
-        argv.append("--resume")
-    if assume_spacing_mm is not None:
-        argv += ["--assume-spacing-mm", str(float(assume_spacing_mm))]
-    code = main(argv)
-    if code != 0:
+        overrides["fusion"] = fusion
+    detector = MultiScaleDetector.from_checkpoint(checkpoint, device=device, **overrides)
+    result = detect_files(
+        detector,
+        items,
+        output_dir,
+        checkpoint=checkpoint,
+        overlay=overlay,
+        resume=resume,
+        assume_spacing_mm=assume_spacing_mm,
+    )
+    if not result.written:
         raise RuntimeError(
-            f"monai-smalldet detect failed with exit code {code} (see {output_dir}/failed.json)."
+            f"no image could be processed ({len(result.failed)} failed, see {output_dir}/failed.json)."
         )
     return str(output_dir)
