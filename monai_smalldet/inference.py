@@ -32,9 +32,9 @@ from monai.data import MetaTensor
 
 from .fusion import Detections, get_fusion, merge_tile_duplicates
 from .networks import NetworkRunner, NetworkSpec, decode, load_checkpoint
+from .spacing import SpacingError, read_spacing_mm
 from .transforms.crop import CropBreast
 from .transforms.frames import FrameRecord, map_boxes, tile_boxes_to_original
-from .transforms.geometry import SpacingError, read_spacing_mm
 from .transforms.laterality import NormalizeLaterality
 from .transforms.pyramid import ResampleToSpacing, ScalePyramid
 from .transforms.tiling import SystematicTile

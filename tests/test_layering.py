@@ -2,7 +2,7 @@
 
 The layers, lowest first (a module imports only from layers below it):
 
-1. ``files`` (atomic writes: nothing of the package);
+1. ``files`` (atomic writes) and ``spacing`` (the one pixel-spacing reader): nothing of the package;
 2. ``data``, ``transforms``, ``fusion``, ``metrics``, ``networks`` (only ``networks`` imports
    ultralytics);
 3. ``inference`` (the multi-scale detector);
@@ -71,6 +71,7 @@ RULES = [
     ("engines", ("monai_smalldet.cli", "apps")),
     # the atomic-write helper under every layer: nothing of the package, nothing heavy
     ("files", ("monai_smalldet.", "torch", "monai", "numpy", "ultralytics")),
+    ("spacing", ("monai_smalldet.", "torch", "monai", "ultralytics")),
 ]
 
 

@@ -44,6 +44,7 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat
 
 from ..files import atomic_write
+from ..spacing import read_spacing_mm
 
 __all__ = [
     "DEFAULT_SPACING_MM",
@@ -314,14 +315,11 @@ def _detect_format(path: str) -> str | None:
 
 
 def _spacing_from(value: Any) -> tuple[float, float] | None:
-    """A valid ``(row, col)`` spacing from a DICOM PixelSpacing-like value, else ``None``."""
+    """A valid ``(row, col)`` spacing from a DICOM PixelSpacing-like value (two numbers), else ``None``."""
     try:
-        values = [float(v) for v in value]
-    except (TypeError, ValueError):
+        return read_spacing_mm([float(v) for v in value], pair=True)
+    except (TypeError, ValueError):  # SpacingError is a ValueError
         return None
-    if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
-        return None
-    return values[0], values[1]
 
 
 def _str_or_none(value: Any) -> str | None:

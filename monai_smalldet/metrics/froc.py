@@ -72,6 +72,8 @@ from monai.config import NdarrayOrTensor
 from monai.data.box_utils import box_centers, centers_in_boxes
 from monai.utils import convert_to_numpy
 
+from ..spacing import read_spacing_mm
+
 __all__ = [
     "BORDER_TOLERANCE_PX",
     "CPM_FPIS",
@@ -163,15 +165,8 @@ def _vector(x: Any, n: int, name: str) -> np.ndarray:
 
 
 def _spacing(spacing: Any) -> tuple[float, float] | None:
-    """``(row, column)`` pixel spacing in mm from a scalar or a pair (DICOM order)."""
-    if spacing is None:
-        return None
-    arr = np.asarray(convert_to_numpy(spacing, wrap_sequence=True), dtype=np.float64).reshape(-1)
-    if arr.shape[0] == 1:
-        return float(arr[0]), float(arr[0])
-    if arr.shape[0] != 2:
-        raise ValueError(f"pixel spacing must be a scalar or (row_mm, column_mm), got shape {arr.shape}.")
-    return float(arr[0]), float(arr[1])
+    """``(row, column)`` pixel spacing in mm from a scalar or a pair (DICOM order); ``None`` if absent."""
+    return None if spacing is None else read_spacing_mm(spacing)
 
 
 def match_image(

@@ -8,6 +8,7 @@ See ``docs/transforms.md`` for a pipeline.
 
 from __future__ import annotations
 
+from ..spacing import SpacingError, read_spacing_mm
 from .augment import (
     BoxesToSpatialOrderd,
     FlipBoxXYd,
@@ -26,7 +27,7 @@ from .frames import (
     tile_boxes_to_original,
     to_spatial_order,
 )
-from .geometry import FrameStepd, SpacingError, read_spacing_mm
+from .geometry import FrameStepd
 from .io import LoadMammogram, LoadMammogramd
 from .laterality import NormalizeLaterality, NormalizeLateralityd, estimate_laterality, parse_laterality
 from .pyramid import (

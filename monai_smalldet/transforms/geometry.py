@@ -29,6 +29,7 @@ from monai.transforms.inverse import InvertibleTransform
 from monai.utils import convert_data_type, convert_to_dst_type, ensure_tuple
 from monai.utils.enums import TraceKeys
 
+from ..spacing import SpacingError, read_spacing_mm
 from .frames import FrameRecord, map_boxes
 
 __all__ = [
@@ -163,29 +164,6 @@ def check_boxes(boxes: NdarrayOrTensor, spatial_size: Sequence[int], name: str =
             f"(boxes are x1, y1, x2, y2 with x = column): {b[rows].tolist()}."
         )
     return b
-
-
-class SpacingError(ValueError):
-    """An image's pixel spacing is missing or is not one or two positive finite numbers (mm)."""
-
-
-def read_spacing_mm(spacing: Any) -> tuple[float, float]:
-    """``(row, col)`` pixel spacing in mm from a number, a pair, an array or a collated tensor.
-
-    Raises:
-        SpacingError: (a ``ValueError``) when it is not one or two positive finite numbers.
-    """
-    try:
-        if isinstance(spacing, str | bytes):
-            raise TypeError("text")
-        values = np.asarray(convert_data_type(spacing, np.ndarray)[0], dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as err:
-        raise SpacingError(f"pixel_spacing_mm must be (row, col) in mm, got {spacing!r}.") from err
-    if values.size == 1:
-        values = np.repeat(values, 2)
-    if values.size != 2 or not np.isfinite(values).all() or (values <= 0).any():
-        raise SpacingError(f"pixel_spacing_mm must be (row, col) positive numbers in mm, got {spacing!r}.")
-    return float(values[0]), float(values[1])
 
 
 def frame_of(data: Mapping[Hashable, Any], frame_key: Hashable, spatial_size: Sequence[int]) -> FrameRecord:
