@@ -143,8 +143,8 @@ class MultiScaleDetector:
         tile_edge: ``"trim"``: the last row/column of tiles of a level ends on its border and
             runs at its own size (padded to the network stride), as does a level smaller than
             a tile; ``"shift"``: every input is a whole tile, the last row/column shifted back
-            inside the level (SAHI's layout). Trimming computes a quarter fewer pixels on
-            full-size mammograms (:class:`~monai_smalldet.transforms.TileGrid`).
+            inside the level (SAHI's layout). Trimming computes fewer pixels
+            (:class:`~monai_smalldet.transforms.TileGrid`).
         batch_size: tiles per network call, across levels; ``None``: 1 on CPU (batching is
             slower on a few-core CPU, ``benchmarks/speed.py``), 16 on CUDA.
         fusion: name of the cross-scale fusion (``wbf``, ``nms``, ``soft_nms``, ``concat``).

@@ -478,7 +478,7 @@ class MammoDetectionOperator(Operator):
     def _one_image(self, ds: Any, series_uid: str) -> ImageResult | None:
         """Detect on one instance; ``None`` for an instance that is not For Presentation MG."""
         from monai_smalldet.data.dicom import MammogramReadError, read_mammogram
-        from monai_smalldet.transforms.geometry import SpacingError
+        from monai_smalldet.spacing import SpacingError
         from monai_smalldet.visualize import thumbnail
 
         sop_uid = str(ds.get("SOPInstanceUID", ""))

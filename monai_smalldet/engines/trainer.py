@@ -181,8 +181,8 @@ class DetectionTrainer(SupervisedTrainer):
         flush_denormal: on CPU, flush denormal floats to zero while :meth:`run` runs
             (:func:`flush_denormals`; the previous setting is restored when it returns or
             raises). Mammogram tiles are largely black, and the activations of their
-            background decay into denormal numbers that make CPU convolutions 10-25x slower
-            (measured here: 3 steps of 8 tiles of 64 px, 11.4 s without, 1.1 s with).
+            background decay into denormal numbers that make CPU convolutions many times
+            slower (``tests/test_engines.py`` checks the flag is set only while it runs).
         kwargs: further ``SupervisedTrainer`` arguments (``train_handlers``, ``epoch_length``, ...).
     """
 

@@ -5,10 +5,9 @@ mammogram: X (fine detail), 0.5X and 0.25X (whole-breast context). Downsampling 
 anti-aliased: a factor ``1 / k`` (integer ``k``, the default pyramid's 0.5 and 0.25) is an
 exact ``k x k`` block mean (area interpolation, a box filter), any other factor uses
 ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)``; see
-:func:`~monai_smalldet.transforms.geometry.resample_image`. Measured for the 0.5X level of a
-cropped 3328 x 4096 image (2 CPU cores, ``benchmarks/transforms.py``): block mean about 6 ms,
-bilinear + antialias about 7 ms, ``interpolate(mode="area")`` about 25 ms, MONAI
-``Resize(anti_aliasing=True)`` about 145 ms.
+:func:`~monai_smalldet.transforms.geometry.resample_image`. Their speed against
+``interpolate(mode="area")`` and MONAI ``Resize(anti_aliasing=True)`` is measured by
+``benchmarks/transforms.py`` (``benchmarks/results/``).
 
 Boxes are ``(N, 4)`` ``(x1, y1, x2, y2)`` with x = column, continuous pixel coordinates,
 rescaled with the exact ratio of the output to the input size per axis (MONAI
