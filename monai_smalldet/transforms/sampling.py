@@ -36,7 +36,7 @@ from monai.utils import ensure_tuple
 from .frames import FrameRecord
 from .geometry import as_boxes, frame_of
 from .pyramid import pyramid_key
-from .tiling import _as_labels, _TileLevels, clip_boxes_to_tile
+from .tiling import _label_values, _TileLevels, clip_boxes_to_tile
 
 __all__ = ["SMALL_BOX_RULES", "RandLesionTileSamplerd", "enlarge_small_boxes"]
 
@@ -233,7 +233,7 @@ class RandLesionTileSamplerd(Randomizable, MapTransform):
         step = self.tile_size / window  # tile pixels per level pixel
         out: dict[Hashable, Any] = {k: self._cut(img, x0, y0, window) for k, img in level["images"].items()}
         boxes = self._level_boxes(d, level, self.box_key)
-        labels = tuple(_as_labels(d[k]) for k in self.label_keys if k in d)
+        labels = tuple(_label_values(d[k]) for k in self.label_keys if k in d)
         kept, kept_labels = clip_boxes_to_tile(
             boxes, labels if labels else None, (x0, y0, x0 + window, y0 + window), self.min_visibility
         )

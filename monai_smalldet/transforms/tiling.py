@@ -321,7 +321,9 @@ def _check_labels(labels: Any, n: int) -> None:
             raise ValueError(f"labels of length {len(item)} do not match {n} boxes.")
 
 
-def _as_labels(value: Any) -> NdarrayOrTensor:
+def _label_values(value: Any) -> NdarrayOrTensor:
+    """A sample's per-box values (labels) as an array or tensor, kept as they are (no checks:
+    the fusion's ``_as_labels`` validates detector labels; these travel with the boxes)."""
     return value if isinstance(value, np.ndarray | torch.Tensor) else np.asarray(value).reshape(-1)
 
 
@@ -500,7 +502,7 @@ class SystematicTiled(MapTransform):
             out[key] = tile_img
         if self.box_key is not None and level["boxes"] is not None:
             boxes = as_boxes(level["boxes"], name=f"boxes {self.box_key!r}")
-            labels = tuple(_as_labels(d[k]) for k in self.label_keys if k in d)
+            labels = tuple(_label_values(d[k]) for k in self.label_keys if k in d)
             for item in labels:
                 if len(item) != boxes.shape[0]:
                     raise ValueError(f"labels of length {len(item)} do not match {boxes.shape[0]} boxes.")
