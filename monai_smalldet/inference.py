@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +43,28 @@ __all__ = ["MODES", "MultiScaleDetector", "MultiScaleOutput", "cut_by_tile_borde
 
 MODES = ("tiled", "whole")
 _STRIDE = 32  # the network's largest stride: whole-image inputs are padded to a multiple of it
+
+
+class _NetInput(NamedTuple):
+    """One network input: a tile (possibly cropped to its breast part) or a whole level."""
+
+    level: int  # pyramid level index
+    array: np.ndarray  # (1, h, w)
+    frame: FrameRecord  # input pixels -> original pixels
+    origin: tuple[int, int]  # tile origin (x, y) in the level's pixels
+    level_hw: tuple[int, int]  # the level's (rows, columns)
+    extent: tuple[int, int]  # the tile's (rows, columns) of level pixels, without its padding
+    window: FrameRecord | None  # the input inside its tile (a breast crop); None: the whole tile
+
+
+class _TileFound(NamedTuple):
+    """What the network found on one input, boxes already in original pixels."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    tile_ids: np.ndarray  # the input's index within its level, per box
+    cut: np.ndarray  # per box: cut by a tile border shared with another tile
 
 
 def cut_by_tile_border(
@@ -440,123 +462,14 @@ class MultiScaleDetector:
         img, meta = self._as_image(image)
         height, width = img.shape[1:]
         spacing, spacing_source = self._spacing(meta, pixel_spacing_mm, assume_spacing_mm, tuple(img.shape))
-        frame = FrameRecord.identity(height, width)
-        work: Any = img
-        if self.laterality is not None:
-            side = laterality if laterality is not None else meta.get("laterality")
-            side = side if isinstance(side, str) and side.upper() in ("L", "R") else None
-            work, _, frame = self.laterality(work, frame=frame, laterality=side)
-        if self.resample is not None and spacing is not None:
-            work, _, frame = self.resample(work, frame=frame, pixel_spacing_mm=spacing)
-        if self.crop is not None:
-            work, _, frame = self.crop(work, frame=frame)
+        side = laterality if laterality is not None else meta.get("laterality")
+        work, frame = self._preprocess(img, side, spacing)
         levels = self.pyramid(work, frame=frame)
-
-        # network inputs of every level: (level index, (1, h, w) array, frame of the input to
-        # original, tile origin (x, y) in the level's pixels, level (rows, columns), the tile's
-        # (rows, columns) of level pixels, i.e. without its padding, and the record of the
-        # input in its tile: a tile cropped to its breast is a window of it; None: the tile)
-        inputs: list[
-            tuple[
-                int,
-                np.ndarray,
-                FrameRecord,
-                tuple[int, int],
-                tuple[int, int],
-                tuple[int, int],
-                FrameRecord | None,
-            ]
-        ] = []
-        mask, step = None, 1
-        if self.mode == "tiled" and self.skip_air_tiles:
-            mask, step = self._mask.breast_mask_lowres(work)
-        skipped = [0] * len(levels)
-        for level in levels:
-            if self.mode == "tiled":
-                level_hw = tuple(np.asarray(level.image).shape[1:])
-                for tile in self.tiler(level.image, frame=level.frame, scale=level.scale, level=level.level):
-                    arr = np.asarray(tile.image)
-                    extent = (arr.shape[1] - tile.pad_px[1], arr.shape[2] - tile.pad_px[0])
-                    input_frame, window = tile.frame, None  # window: input pixels -> tile pixels
-                    if mask is not None:
-                        cells, r0, c0 = self._tile_mask(mask, step, tile, extent, frame)
-                        if not cells.any():  # no breast pixel: never computed on air
-                            skipped[level.level] += 1
-                            continue
-                        if self.crop_tiles_to_breast:
-                            top, bottom, left, right = self._breast_window(
-                                cells, r0, c0, step, tile, arr.shape[1:], frame
-                            )
-                            if bottom <= top or right <= left:  # its breast cells lie beyond it
-                                skipped[level.level] += 1
-                                continue
-                            arr = arr[:, top:bottom, left:right]
-                            window = FrameRecord.translation(left, top)
-                            input_frame = tile.frame.compose(window)
-                    inputs.append((level.level, arr, input_frame, tile.origin_px, level_hw, extent, window))
-            else:
-                lvl = np.asarray(level.image)
-                h, w = lvl.shape[1:]
-                ph, pw = math.ceil(h / _STRIDE) * _STRIDE, math.ceil(w / _STRIDE) * _STRIDE
-                if (ph, pw) != (h, w):
-                    padded = np.zeros((1, ph, pw), np.float32)
-                    padded[:, :h, :w] = lvl
-                    lvl = padded
-                inputs.append((level.level, lvl, level.frame, (0, 0), (h, w), (h, w), None))
+        inputs, skipped = self._network_inputs(work, frame, levels)
         t1 = time.perf_counter()
-
-        # per level: (boxes, scores, labels, tile index, cut by a shared tile border)
-        found: list[list[tuple[np.ndarray, ...]]] = [[] for _ in levels]
-        if self.mode == "tiled":
-            # batches of same-size inputs (trimmed edge tiles and small levels are smaller)
-            by_size: dict[tuple[int, ...], list[Any]] = {}
-            for item in inputs:
-                by_size.setdefault(item[1].shape, []).append(item)
-            chunks = [
-                group[i : i + self.batch_size]
-                for group in by_size.values()
-                for i in range(0, len(group), self.batch_size)
-            ]
-        else:
-            chunks = [[item] for item in inputs]  # levels differ in size: one at a time
-        for chunk in chunks:
-            decoded = self._run_network([item[1] for item in chunk])
-            for (level_idx, _, input_frame, origin, level_hw, extent, window), pred in zip(
-                chunk, decoded, strict=True
-            ):
-                input_boxes = pred["box"].cpu().numpy()
-                boxes = tile_boxes_to_original(input_boxes, input_frame)
-                # the tile-border test works in the pixels of the whole tile
-                tile_boxes = input_boxes if window is None else np.asarray(map_boxes(input_boxes, window))
-                cut = (
-                    cut_by_tile_border(tile_boxes, origin, extent, level_hw)
-                    if self.mode == "tiled"
-                    else np.zeros(len(tile_boxes), dtype=bool)
-                )
-                tile_id = np.full(len(tile_boxes), len(found[level_idx]), dtype=np.int64)
-                found[level_idx].append(
-                    (boxes, pred["label_scores"].cpu().numpy(), pred["label"].cpu().numpy(), tile_id, cut)
-                )
+        found = self._run_inputs(inputs, len(levels))
         t2 = time.perf_counter()
-
-        per_scale: list[Detections] = []
-        num = len(levels)
-        for level_idx, parts in enumerate(found):
-            boxes = np.concatenate([p[0] for p in parts]).astype(np.float32).reshape(-1, 4)
-            scores = np.concatenate([p[1] for p in parts]).astype(np.float32).reshape(-1)
-            labels = np.concatenate([p[2] for p in parts]).astype(np.int64).reshape(-1)
-            tile_ids = np.concatenate([p[3] for p in parts]).reshape(-1)
-            cut = np.concatenate([p[4] for p in parts]).reshape(-1)
-            # boxes clipped to nothing lay in a tile's padding or outside the image
-            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-            if self.mode == "tiled" and len(parts) > 1 and len(boxes):
-                boxes, scores, labels = merge_tile_duplicates(
-                    boxes, scores, labels, tile_ids=tile_ids[valid], cut=cut[valid], thr=self.tile_iou_thr
-                )
-            in_level = np.zeros((len(boxes), num), dtype=bool)
-            in_level[:, level_idx] = True
-            per_scale.append(Detections(boxes, scores, labels, in_level).sorted())
+        per_scale = [self._level_detections(parts, i, len(levels)) for i, parts in enumerate(found)]
         fused = self.fusion(per_scale, (height, width))
         t3 = time.perf_counter()
         return MultiScaleOutput(
@@ -566,10 +479,127 @@ class MultiScaleDetector:
             image_size_hw=(int(height), int(width)),
             pixel_spacing_mm=spacing,
             spacing_source=spacing_source,
-            tiles_per_scale=[sum(1 for item in inputs if item[0] == i) for i in range(num)],
+            tiles_per_scale=[sum(1 for item in inputs if item.level == i) for i in range(len(levels))],
             air_tiles_skipped=skipped,
             timings_s={"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0},
         )
+
+    def _preprocess(
+        self, img: np.ndarray, side: Any, spacing: tuple[float, float] | None
+    ) -> tuple[Any, FrameRecord]:
+        """Laterality, resampling and breast crop: the image the pyramid is built from and its
+        frame (its pixels -> original pixels)."""
+        frame = FrameRecord.identity(*img.shape[1:])
+        work: Any = img
+        if self.laterality is not None:
+            side = side if isinstance(side, str) and side.upper() in ("L", "R") else None
+            work, _, frame = self.laterality(work, frame=frame, laterality=side)
+        if self.resample is not None and spacing is not None:
+            work, _, frame = self.resample(work, frame=frame, pixel_spacing_mm=spacing)
+        if self.crop is not None:
+            work, _, frame = self.crop(work, frame=frame)
+        return work, frame
+
+    def _network_inputs(
+        self, work: Any, frame: FrameRecord, levels: Sequence[Any]
+    ) -> tuple[list[_NetInput], list[int]]:
+        """Every network input of every level, and per level the tiles not run (no breast)."""
+        inputs: list[_NetInput] = []
+        mask, step = None, 1
+        if self.mode == "tiled" and self.skip_air_tiles:
+            mask, step = self._mask.breast_mask_lowres(work)
+        skipped = [0] * len(levels)
+        for level in levels:
+            if self.mode != "tiled":
+                lvl = np.asarray(level.image)
+                h, w = lvl.shape[1:]
+                ph, pw = math.ceil(h / _STRIDE) * _STRIDE, math.ceil(w / _STRIDE) * _STRIDE
+                if (ph, pw) != (h, w):
+                    padded = np.zeros((1, ph, pw), np.float32)
+                    padded[:, :h, :w] = lvl
+                    lvl = padded
+                inputs.append(_NetInput(level.level, lvl, level.frame, (0, 0), (h, w), (h, w), None))
+                continue
+            level_hw = tuple(np.asarray(level.image).shape[1:])
+            for tile in self.tiler(level.image, frame=level.frame, scale=level.scale, level=level.level):
+                arr = np.asarray(tile.image)
+                extent = (arr.shape[1] - tile.pad_px[1], arr.shape[2] - tile.pad_px[0])
+                input_frame, window = tile.frame, None  # window: input pixels -> tile pixels
+                if mask is not None:
+                    cells, r0, c0 = self._tile_mask(mask, step, tile, extent, frame)
+                    if not cells.any():  # no breast pixel: never computed on air
+                        skipped[level.level] += 1
+                        continue
+                    if self.crop_tiles_to_breast:
+                        top, bottom, left, right = self._breast_window(
+                            cells, r0, c0, step, tile, arr.shape[1:], frame
+                        )
+                        if bottom <= top or right <= left:  # its breast cells lie beyond it
+                            skipped[level.level] += 1
+                            continue
+                        arr = arr[:, top:bottom, left:right]
+                        window = FrameRecord.translation(left, top)
+                        input_frame = tile.frame.compose(window)
+                inputs.append(
+                    _NetInput(level.level, arr, input_frame, tile.origin_px, level_hw, extent, window)
+                )
+        return inputs, skipped
+
+    def _run_inputs(self, inputs: Sequence[_NetInput], num_levels: int) -> list[list[_TileFound]]:
+        """Run the network on ``inputs`` (same-size batches); per level, per input, its boxes in
+        original pixels with scores, labels, the input's index and the tile-border cut flags."""
+        found: list[list[_TileFound]] = [[] for _ in range(num_levels)]
+        if self.mode == "tiled":
+            # batches of same-size inputs (trimmed edge tiles and small levels are smaller)
+            by_size: dict[tuple[int, ...], list[_NetInput]] = {}
+            for item in inputs:
+                by_size.setdefault(item.array.shape, []).append(item)
+            chunks = [
+                group[i : i + self.batch_size]
+                for group in by_size.values()
+                for i in range(0, len(group), self.batch_size)
+            ]
+        else:
+            chunks = [[item] for item in inputs]  # levels differ in size: one at a time
+        for chunk in chunks:
+            decoded = self._run_network([item.array for item in chunk])
+            for item, pred in zip(chunk, decoded, strict=True):
+                input_boxes = pred["box"].cpu().numpy()
+                boxes = tile_boxes_to_original(input_boxes, item.frame)
+                # the tile-border test works in the pixels of the whole tile
+                tile_boxes = (
+                    input_boxes if item.window is None else np.asarray(map_boxes(input_boxes, item.window))
+                )
+                cut = (
+                    cut_by_tile_border(tile_boxes, item.origin, item.extent, item.level_hw)
+                    if self.mode == "tiled"
+                    else np.zeros(len(tile_boxes), dtype=bool)
+                )
+                tile_id = np.full(len(tile_boxes), len(found[item.level]), dtype=np.int64)
+                found[item.level].append(
+                    _TileFound(
+                        boxes, pred["label_scores"].cpu().numpy(), pred["label"].cpu().numpy(), tile_id, cut
+                    )
+                )
+        return found
+
+    def _level_detections(self, parts: Sequence[_TileFound], level_idx: int, num_levels: int) -> Detections:
+        """One level's detections: its inputs' boxes, empty ones dropped, tile duplicates merged."""
+        boxes = np.concatenate([p.boxes for p in parts]).astype(np.float32).reshape(-1, 4)
+        scores = np.concatenate([p.scores for p in parts]).astype(np.float32).reshape(-1)
+        labels = np.concatenate([p.labels for p in parts]).astype(np.int64).reshape(-1)
+        tile_ids = np.concatenate([p.tile_ids for p in parts]).reshape(-1)
+        cut = np.concatenate([p.cut for p in parts]).reshape(-1)
+        # boxes clipped to nothing lay in a tile's padding or outside the image
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+        if self.mode == "tiled" and len(parts) > 1 and len(boxes):
+            boxes, scores, labels = merge_tile_duplicates(
+                boxes, scores, labels, tile_ids=tile_ids[valid], cut=cut[valid], thr=self.tile_iou_thr
+            )
+        in_level = np.zeros((len(boxes), num_levels), dtype=bool)
+        in_level[:, level_idx] = True
+        return Detections(boxes, scores, labels, in_level).sorted()
 
     def __call__(self, image: Any, **kwargs: Any) -> Detections:
         """The fused detections of :meth:`predict`."""
