@@ -17,7 +17,7 @@ from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
-from .trainer import flush_denormals
+from .trainer import EngineSetup
 
 __all__ = ["DetectionEvaluator", "froc_metrics", "whole_image_collate"]
 
@@ -76,7 +76,7 @@ def froc_metrics(
     return metrics
 
 
-class DetectionEvaluator(SupervisedEvaluator):
+class DetectionEvaluator(EngineSetup, SupervisedEvaluator):
     """``SupervisedEvaluator`` that detects on whole images with a :class:`MultiScaleInferer`.
 
     ``engine.state.output`` is ``{"image": [images], "pred": [per-image dicts with "box",
@@ -105,23 +105,12 @@ class DetectionEvaluator(SupervisedEvaluator):
         flush_denormal: bool = True,
         **kwargs: Any,
     ) -> None:
-        device = torch.device(device)
-        self.flush_denormal = bool(flush_denormal) and device.type == "cpu"
-        kwargs.setdefault("decollate", False)
         super().__init__(
-            device=device,
             val_data_loader=val_data_loader,
             network=network,
             inferer=inferer,
-            amp=bool(amp) and device.type == "cuda",
-            **kwargs,
+            **self._engine_kwargs(device, amp, flush_denormal, kwargs),
         )
-
-    def run(self, *args: Any, **kwargs: Any) -> None:
-        """``SupervisedEvaluator.run`` (``global_epoch``, ...), with denormal floats flushed on
-        CPU for its duration."""
-        with flush_denormals(self.flush_denormal):
-            super().run(*args, **kwargs)
 
     def _iteration(self, engine: DetectionEvaluator, batchdata: Any) -> dict[str, Any]:  # type: ignore[override]
         if batchdata is None:

@@ -157,7 +157,29 @@ def warmup_cosine_lambda(
     return factor
 
 
-class DetectionTrainer(SupervisedTrainer):
+class EngineSetup:
+    """What :class:`DetectionTrainer` and ``DetectionEvaluator`` share: AMP only on CUDA (never on
+    CPU, where it would reach validation as bf16), no decollation (detection batches are lists),
+    and denormal floats flushed on CPU while :meth:`run` runs. Mixed in before the MONAI engine."""
+
+    flush_denormal: bool
+
+    def _engine_kwargs(
+        self, device: str | torch.device, amp: bool, flush_denormal: bool, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The MONAI engine's ``device`` / ``amp`` / ``decollate`` arguments (and the rest)."""
+        device = torch.device(device)
+        self.flush_denormal = bool(flush_denormal) and device.type == "cpu"
+        kwargs.setdefault("decollate", False)
+        return {**kwargs, "device": device, "amp": bool(amp) and device.type == "cuda"}
+
+    def run(self, *args: Any, **kwargs: Any) -> None:
+        """The MONAI engine's ``run``, with denormal floats flushed on CPU for its duration."""
+        with flush_denormals(self.flush_denormal):
+            super().run(*args, **kwargs)  # type: ignore[misc]
+
+
+class DetectionTrainer(EngineSetup, SupervisedTrainer):
     """``SupervisedTrainer`` for the tiled YOLOv5 detector (as the model zoo's ``DetectionTrainer``).
 
     Each iteration takes a batch from :func:`detection_collate`, runs the network in train
@@ -199,25 +221,15 @@ class DetectionTrainer(SupervisedTrainer):
         flush_denormal: bool = True,
         **kwargs: Any,
     ) -> None:
-        device = torch.device(device)
-        self.flush_denormal = bool(flush_denormal) and device.type == "cpu"
-        kwargs.setdefault("decollate", False)
         super().__init__(
-            device=device,
             max_epochs=max_epochs,
             train_data_loader=train_data_loader,
             network=network,
             optimizer=optimizer,
             loss_function=loss_function,
-            amp=bool(amp) and device.type == "cuda",
-            **kwargs,
+            **self._engine_kwargs(device, amp, flush_denormal, kwargs),
         )
         self.max_grad_norm = max_grad_norm
-
-    def run(self, *args: Any, **kwargs: Any) -> None:
-        """``SupervisedTrainer.run``, with denormal floats flushed on CPU for its duration."""
-        with flush_denormals(self.flush_denormal):
-            super().run(*args, **kwargs)
 
     def _iteration(self, engine: DetectionTrainer, batchdata: Mapping[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         if batchdata is None:
