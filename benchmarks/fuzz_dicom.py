@@ -28,11 +28,15 @@ if "--light" in sys.argv:  # instrument the project's reader only: quick start f
 
     with atheris.instrument_imports():
         from monai_smalldet.data import dicom as dicom_module
+        from monai_smalldet.data import formats  # noqa: F401 (PNG/TIFF/NIfTI, imported on demand)
+    from monai_smalldet.data.dicom_writer import write_mammogram_dicom  # seeds only
 else:  # instrument pydicom as well (about a minute to start), for real runs
     with atheris.instrument_imports():
         import pydicom
 
         from monai_smalldet.data import dicom as dicom_module
+        from monai_smalldet.data import formats  # noqa: F401 (PNG/TIFF/NIfTI, imported on demand)
+    from monai_smalldet.data.dicom_writer import write_mammogram_dicom  # seeds only
 
 RESULTS = Path(__file__).parent / "results" / "fuzz_dicom.json"
 
@@ -45,12 +49,12 @@ def write_seeds(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 4096, size=(40, 32), dtype=np.uint16)
-    base = dicom_module.write_mammogram_dicom(
+    base = write_mammogram_dicom(
         folder / "plain.dcm", pixels, pixel_spacing_mm=0.07, laterality="L", view="CC", uid_entropy=["fuzz"]
     )
     seeds = [base]
     seeds.append(
-        dicom_module.write_mammogram_dicom(
+        write_mammogram_dicom(
             folder / "mono1.dcm",
             (4095 - pixels).astype(np.uint16),
             pixel_spacing_mm=0.07,

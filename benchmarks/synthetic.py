@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import describe_machine
-from monai_smalldet.data.dicom import write_mammogram_dicom
+from monai_smalldet.data.dicom_writer import write_mammogram_dicom
 from monai_smalldet.data.synthetic import SynthConfig, generate_mammogram
 from monai_smalldet.files import write_json_atomic
 

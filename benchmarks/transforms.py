@@ -282,7 +282,7 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.repeats)))
         return
 
-    from monai_smalldet.data.dicom import write_mammogram_dicom
+    from monai_smalldet.data.dicom_writer import write_mammogram_dicom
     from monai_smalldet.data.synthetic import generate_mammogram
 
     with tempfile.TemporaryDirectory() as tmp:

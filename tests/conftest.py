@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monai_smalldet.data.dicom import write_mammogram_dicom
+from monai_smalldet.data.dicom_writer import write_mammogram_dicom
 
 #: (rows, columns) of the test images: small, and not square so that axis swaps show.
 TEST_SHAPE = (64, 48)

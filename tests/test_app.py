@@ -28,7 +28,7 @@ hd = pytest.importorskip("highdicom")
 
 from apps.mammo_detect import main  # noqa: E402
 from apps.mammo_detect.operators import find_checkpoint, output_paths, safe_name  # noqa: E402
-from monai_smalldet.data.dicom import write_mammogram_dicom  # noqa: E402
+from monai_smalldet.data.dicom_writer import write_mammogram_dicom  # noqa: E402
 from monai_smalldet.inference import MultiScaleDetector  # noqa: E402
 from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint  # noqa: E402
 from tests.fakes import BrightSquareNet  # noqa: E402

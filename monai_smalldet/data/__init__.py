@@ -6,13 +6,12 @@ from .dicom import (
     DEFAULT_SPACING_MM,
     MG_IMAGE_STORAGE_FOR_PRESENTATION,
     MG_IMAGE_STORAGE_FOR_PROCESSING,
-    SUPPORTED_VIEWS,
     MammogramMeta,
     MammogramReadError,
     NonMammogramWarning,
     read_mammogram,
-    write_mammogram_dicom,
 )
+from .dicom_writer import SUPPORTED_VIEWS, write_mammogram_dicom
 
 __all__ = [
     "DEFAULT_SPACING_MM",

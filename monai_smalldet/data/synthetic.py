@@ -700,7 +700,7 @@ def _image_entropy(seed: int, split: str, index: int) -> np.random.SeedSequence:
 
 def _make_item(job: _ImageJob) -> dict[str, Any]:
     """Generate, write (DICOM, optional PNG) and describe one image of a dataset."""
-    from .dicom import write_mammogram_dicom
+    from .dicom_writer import write_mammogram_dicom
 
     study, slot = divmod(job.index, len(VIEW_SLOTS))
     laterality, view = VIEW_SLOTS[slot]

@@ -19,7 +19,7 @@ import pydicom
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
-from monai_smalldet.data.dicom import write_mammogram_dicom
+from monai_smalldet.data.dicom_writer import write_mammogram_dicom
 from monai_smalldet.data.synthetic import SynthConfig, generate_mammogram
 
 SCALE = 0.08  # 328 x 266 pixels at 0.875 mm
