@@ -24,13 +24,9 @@ Boxes are ``(x1, y1, x2, y2)`` pixels of the stored image, x = column, everywher
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import os
-import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +35,22 @@ from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 
 from monai_smalldet.files import atomic_write, write_json_atomic
+
+from .results import (
+    ALGORITHM_NAME,
+    MG_FOR_PRESENTATION,
+    MG_FOR_PROCESSING,
+    PREVIEW_MAX_SIDE,
+    ImageResult,
+    ReportPolicy,
+    StudyResult,
+    _sha256,
+    find_checkpoint,
+    output_paths,
+    safe_name,
+    study_summary,
+)
+from .sr import build_sr
 
 __all__ = [
     "ALGORITHM_NAME",
@@ -58,188 +70,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-ALGORITHM_NAME = "monai-smalldet"
-MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
-MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
-SR_SERIES_NUMBER = 9100
-PREVIEW_MAX_SIDE = 1024
-
-
-@dataclass(frozen=True)
-class ReportPolicy:
-    """Which findings a reader sees: those of the SR and the overlay (the JSON keeps all).
-
-    The detector decodes every box down to a score of 0.001 (FROC analysis needs them all);
-    a CAD report marks only the findings at its operating point. A finding is reported when
-    its score is at least ``min_score``, at most ``max_findings`` per image, highest first.
-
-    Attributes:
-        min_score: lowest reported score. ``None`` (default): the operating point calibrated
-            on validation and stored in the model's spec (:meth:`for_detector`).
-        max_findings: most findings reported per image.
-        source: where ``min_score`` comes from (written into the outputs).
-    """
-
-    min_score: float | None = None
-    max_findings: int = 10
-    source: str = "configured"
-
-    def __post_init__(self) -> None:
-        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
-            raise ValueError(f"min_score must lie in [0, 1], got {self.min_score}.")
-        if self.max_findings < 0:
-            raise ValueError(f"max_findings must be >= 0, got {self.max_findings}.")
-
-    def for_detector(self, detector: Any) -> ReportPolicy:
-        """This policy with ``min_score`` resolved: the detector's calibrated threshold when
-        none was configured.
-
-        Raises:
-            ValueError: no threshold configured and the model carries no calibrated operating
-                point (the app refuses to guess one).
-        """
-        if self.min_score is not None:
-            return self
-        threshold = getattr(detector, "score_threshold", None)
-        if threshold is None:
-            raise ValueError(
-                "the model has no calibrated operating point (run `monai-smalldet calibrate`) and "
-                "no reporting threshold was configured (MAMMO_DETECT_REPORT_MIN_SCORE)."
-            )
-        return dataclasses.replace(self, min_score=min(float(threshold), 1.0), source="model operating point")
-
-    def mark(self, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The findings (by descending score), each with ``reported`` set."""
-        if self.min_score is None:
-            raise ValueError("ReportPolicy.min_score is unresolved: call for_detector first.")
-        ranked = sorted(findings, key=lambda f: -float(f["score"]))
-        out = []
-        for rank, finding in enumerate(ranked):
-            shown = float(finding["score"]) >= self.min_score and rank < self.max_findings
-            out.append({**finding, "reported": bool(shown)})
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"min_score": self.min_score, "max_findings": self.max_findings, "source": self.source}
-
-
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-# ---------------------------------------------------------------------------------------------
-# names and files
-# ---------------------------------------------------------------------------------------------
-
-
-def safe_name(uid: Any) -> str:
-    """A file-name-safe form of a DICOM UID: the UID itself when it is a valid UID (digits and
-    dots, <= 64 characters), else ``x`` + a SHA-1 digest, so that no value can escape the folder
-    (``..``, ``/``, empty names).
-    """
-    text = str(uid or "").strip()
-    if _UID_RE.match(text) and len(text) <= 64:
-        return text
-    return "x" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def output_paths(
-    out_dir: str | os.PathLike[str], study_uid: str, sop_uid: str | None = None
-) -> dict[str, Path]:
-    """Where the outputs of a study (and of one of its images) go, inside ``out_dir``.
-
-    ``<out>/<study>/summary.json``, ``<out>/<study>/<sop>.sr.dcm``, ``<out>/<study>/<sop>.overlay.png``.
-    """
-    root = Path(out_dir).resolve()
-    study_dir = (root / safe_name(study_uid)).resolve()
-    if study_dir.parent != root:  # cannot happen with safe_name; kept as a guard
-        raise ValueError(f"unsafe output folder for study {study_uid!r}")
-    paths = {"study_dir": study_dir, "summary": study_dir / "summary.json"}
-    if sop_uid is not None:
-        name = safe_name(sop_uid)
-        paths["sr"] = study_dir / f"{name}.sr.dcm"
-        paths["overlay"] = study_dir / f"{name}.overlay.png"
-    return paths
-
-
-def find_checkpoint(model_path: str | os.PathLike[str]) -> Path:
-    """The checkpoint to load from the app's model path.
-
-    Accepts the ``.pt`` file itself, a folder holding ``model.pt`` (+ ``model.json``), or a
-    folder with exactly one sub-folder holding ``model.pt`` (the layout of a MAP, whose models
-    sit in ``/opt/holoscan/models/<name>/``).
-
-    Raises:
-        FileNotFoundError: with a message saying what was looked for.
-    """
-    path = Path(model_path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        if (path / "model.pt").is_file():
-            return path / "model.pt"
-        found = sorted(p for p in path.glob("*/model.pt") if p.is_file())
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise FileNotFoundError(
-                f"several checkpoints under {path}: {[str(p) for p in found]}; give the folder of one"
-            )
-    raise FileNotFoundError(f"no model.pt (with model.json beside it) found at {path}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# results passed from the detection operator to the writers
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ImageResult:
-    """One selected instance: its findings (``status == "ok"``) or why it failed."""
-
-    sop_instance_uid: str
-    series_instance_uid: str
-    file: str
-    status: str  # "ok" or "failed"
-    reason: str | None = None
-    laterality: str | None = None
-    view: str | None = None
-    detection: dict[str, Any] | None = None  # MultiScaleOutput.to_dict()
-    source: Any = None  # the pydicom Dataset (SR evidence)
-    preview: np.ndarray | None = None  # (h, w) in [0, 1], longer side <= PREVIEW_MAX_SIDE
-    preview_factor: float = 1.0  # preview pixels per image pixel
-    seconds: float = 0.0
-
-    @property
-    def findings(self) -> list[dict[str, Any]]:
-        """Every finding of the detector (each with ``reported``), by descending score."""
-        return list((self.detection or {}).get("findings", []))
-
-    @property
-    def reported(self) -> list[dict[str, Any]]:
-        """The findings of the SR and the overlay (see :class:`ReportPolicy`)."""
-        return [f for f in self.findings if f.get("reported", True)]
-
-
-@dataclass
-class StudyResult:
-    """Everything the writers need about one study."""
-
-    study_instance_uid: str
-    patient_id: str | None
-    images: list[ImageResult] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    model: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    rss_mb: float = 0.0  # resident memory of the process once this study is detected
 
 
 def _rss_mb() -> float:
@@ -569,109 +399,6 @@ class _WriterOperator(Operator):
         raise NotImplementedError
 
 
-def finding_polyline(box: list[float]) -> np.ndarray:
-    """Closed rectangle (5 points, first = last) of an ``(x1, y1, x2, y2)`` box, as (column, row)."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float32)
-
-
-def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instance_number: int) -> Any:
-    """A TID 1500 Measurement Report (Comprehensive 3D SR) of one image's findings.
-
-    Each *reported* finding (:class:`ReportPolicy`: at the operating point) is a planar ROI
-    measurement group: an image-region SCOORD ``POLYLINE`` (closed
-    rectangle, (column, row) pixel coordinates of the source image) that references the source
-    SOP instance, finding type *Lesion*, finding site *Breast* with the image's laterality, the
-    algorithm identification (name, version), and measurements *Probability of cancer* (the
-    detector score, no units) and *Diameter* (longer box side in mm, when the spacing is known).
-    An image without reported findings gets one image-level group (TID 1501) with the
-    qualitative evaluation *Lesion: Absent* (TID 1500 requires at least one group).
-    Patient, study and evidence come from the source dataset (highdicom copies them).
-    """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-    from pydicom.uid import generate_uid
-
-    source = image.source
-    algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=str(model.get("version", "")))
-    laterality = {"L": codes.SCT.Left, "R": codes.SCT.Right}.get(str(image.laterality or "").upper())
-    site = hd.sr.FindingSite(anatomic_location=codes.SCT.Breast, laterality=laterality)
-    groups = []
-    for index, finding in enumerate(image.reported, start=1):
-        region = hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-            graphic_data=finding_polyline(finding["box"]),
-            source_image=hd.sr.SourceImageForRegion.from_source_image(source),
-        )
-        measurements = [
-            hd.sr.Measurement(
-                name=codes.DCM.ProbabilityOfCancer,
-                value=float(finding["score"]),
-                unit=codes.UCUM.NoUnits,
-                algorithm_id=algorithm,
-            )
-        ]
-        if finding.get("size_mm") is not None:
-            measurements.append(
-                hd.sr.Measurement(
-                    name=codes.SCT.Diameter,
-                    value=float(finding["size_mm"]),
-                    unit=codes.UCUM.Millimeter,
-                    algorithm_id=algorithm,
-                )
-            )
-        groups.append(
-            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=generate_uid(), identifier=f"finding {index}"
-                ),
-                referenced_region=region,
-                finding_type=codes.SCT.Lesion,
-                algorithm_id=algorithm,
-                finding_sites=[site],
-                measurements=measurements,
-            )
-        )
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=[ALGORITHM_NAME, str(model.get("version", ""))]),
-            name=ALGORITHM_NAME,
-            model_name=str(model.get("version", "")),
-        ),
-    )
-    if not groups:
-        # TID 1500 needs one measurement group: an image-level group (TID 1501) saying
-        # "Lesion: Absent" for this image, with the same algorithm and finding site
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),
-                algorithm_id=algorithm,
-                finding_sites=[site],
-                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-                qualitative_evaluations=[
-                    hd.sr.QualitativeEvaluation(name=codes.SCT.Lesion, value=codes.SCT.Absent)
-                ],
-            )
-        )
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=hd.sr.CodedConcept("24606-6", "LN", "MG Breast Screening"),
-        imaging_measurements=groups,
-    )
-    return hd.sr.Comprehensive3DSR(
-        evidence=[source],
-        content=report,
-        series_instance_uid=series_uid,
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
-        instance_number=instance_number,
-        manufacturer=ALGORITHM_NAME,
-        series_description=f"{ALGORITHM_NAME} findings",
-        is_complete=True,
-    )
-
-
 class DICOMSRWriterOperator(_WriterOperator):
     """Writes one DICOM SR (TID 1500, see :func:`build_sr`) per successfully read image, all of a
     study in one new series."""
@@ -708,55 +435,6 @@ class OverlayWriterOperator(_WriterOperator):
             title = f"{image.laterality or '?'} {image.view or '?'}  {len(boxes)} finding(s)"
             overlay_png(image.preview, path, boxes, scores, max_side=PREVIEW_MAX_SIDE, title=title)
             self.written.append(path)
-
-
-def study_summary(study: StudyResult, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON summary of one study (findings in pixels and mm, failures, skipped series)."""
-    images, failed = [], []
-    for image in study.images:
-        paths = output_paths(out_dir, study.study_instance_uid, image.sop_instance_uid)
-        if image.status != "ok":
-            failed.append(
-                {
-                    "sop_instance_uid": image.sop_instance_uid,
-                    "series_instance_uid": image.series_instance_uid,
-                    "file": image.file,
-                    "reason": image.reason,
-                }
-            )
-            continue
-        det = image.detection or {}
-        images.append(
-            {
-                "sop_instance_uid": image.sop_instance_uid,
-                "series_instance_uid": image.series_instance_uid,
-                "file": image.file,
-                "laterality": image.laterality,
-                "view": image.view,
-                "image_size_hw": det.get("image_size_hw"),
-                "pixel_spacing_mm": det.get("pixel_spacing_mm"),
-                "spacing_source": det.get("spacing_source"),
-                "tiles_per_scale": det.get("tiles_per_scale"),
-                "findings": image.findings,
-                "num_reported": len(image.reported),
-                "sr_file": paths["sr"].name,
-                "overlay_file": paths["overlay"].name,
-                "timings_s": {**det.get("timings_s", {}), "image_total": round(image.seconds, 4)},
-            }
-        )
-    return {
-        "study_instance_uid": study.study_instance_uid,
-        "patient_id": study.patient_id,
-        "model": study.model,
-        "box_convention": "x1, y1, x2, y2 in pixels of the stored image (x = column); box_mm in mm",
-        "num_images": len(images),
-        "num_failed": len(failed),
-        "images": images,
-        "failed": failed,
-        "skipped": study.skipped,
-        "timings_s": {"study_total": round(study.seconds, 4)},
-        "rss_mb_after_detection": round(study.rss_mb, 1),
-    }
 
 
 class JSONSummaryWriterOperator(_WriterOperator):

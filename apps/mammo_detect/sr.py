@@ -1,0 +1,112 @@
+"""The DICOM SR of one image's findings (TID 1500 Measurement Report, highdicom)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .results import ALGORITHM_NAME, SR_SERIES_NUMBER, ImageResult
+
+
+def finding_polyline(box: list[float]) -> np.ndarray:
+    """Closed rectangle (5 points, first = last) of an ``(x1, y1, x2, y2)`` box, as (column, row)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float32)
+
+
+def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instance_number: int) -> Any:
+    """A TID 1500 Measurement Report (Comprehensive 3D SR) of one image's findings.
+
+    Each *reported* finding (:class:`ReportPolicy`: at the operating point) is a planar ROI
+    measurement group: an image-region SCOORD ``POLYLINE`` (closed
+    rectangle, (column, row) pixel coordinates of the source image) that references the source
+    SOP instance, finding type *Lesion*, finding site *Breast* with the image's laterality, the
+    algorithm identification (name, version), and measurements *Probability of cancer* (the
+    detector score, no units) and *Diameter* (longer box side in mm, when the spacing is known).
+    An image without reported findings gets one image-level group (TID 1501) with the
+    qualitative evaluation *Lesion: Absent* (TID 1500 requires at least one group).
+    Patient, study and evidence come from the source dataset (highdicom copies them).
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    source = image.source
+    algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=str(model.get("version", "")))
+    laterality = {"L": codes.SCT.Left, "R": codes.SCT.Right}.get(str(image.laterality or "").upper())
+    site = hd.sr.FindingSite(anatomic_location=codes.SCT.Breast, laterality=laterality)
+    groups = []
+    for index, finding in enumerate(image.reported, start=1):
+        region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=finding_polyline(finding["box"]),
+            source_image=hd.sr.SourceImageForRegion.from_source_image(source),
+        )
+        measurements = [
+            hd.sr.Measurement(
+                name=codes.DCM.ProbabilityOfCancer,
+                value=float(finding["score"]),
+                unit=codes.UCUM.NoUnits,
+                algorithm_id=algorithm,
+            )
+        ]
+        if finding.get("size_mm") is not None:
+            measurements.append(
+                hd.sr.Measurement(
+                    name=codes.SCT.Diameter,
+                    value=float(finding["size_mm"]),
+                    unit=codes.UCUM.Millimeter,
+                    algorithm_id=algorithm,
+                )
+            )
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=generate_uid(), identifier=f"finding {index}"
+                ),
+                referenced_region=region,
+                finding_type=codes.SCT.Lesion,
+                algorithm_id=algorithm,
+                finding_sites=[site],
+                measurements=measurements,
+            )
+        )
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[ALGORITHM_NAME, str(model.get("version", ""))]),
+            name=ALGORITHM_NAME,
+            model_name=str(model.get("version", "")),
+        ),
+    )
+    if not groups:
+        # TID 1500 needs one measurement group: an image-level group (TID 1501) saying
+        # "Lesion: Absent" for this image, with the same algorithm and finding site
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),
+                algorithm_id=algorithm,
+                finding_sites=[site],
+                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+                qualitative_evaluations=[
+                    hd.sr.QualitativeEvaluation(name=codes.SCT.Lesion, value=codes.SCT.Absent)
+                ],
+            )
+        )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=hd.sr.CodedConcept("24606-6", "LN", "MG Breast Screening"),
+        imaging_measurements=groups,
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=[source],
+        content=report,
+        series_instance_uid=series_uid,
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=instance_number,
+        manufacturer=ALGORITHM_NAME,
+        series_description=f"{ALGORITHM_NAME} findings",
+        is_complete=True,
+    )
