@@ -26,7 +26,7 @@ from monai_smalldet.metrics import (
     plot_froc,
     sensitivity_at_fpi,
 )
-from monai_smalldet.metrics.froc import _bootstrap
+from monai_smalldet.metrics.bootstrap import _bootstrap
 
 INF = math.inf
 LESION = [0, 0, 10, 10]
@@ -264,7 +264,7 @@ def test_cpm_equals_monai_on_strictly_increasing_curves(fp_steps, data):
     fpi = np.r_[0.0, np.cumsum(sorted(fp_steps))]
     gains = data.draw(st.lists(st.floats(0, 1), min_size=fpi.size, max_size=fpi.size))
     sens = np.cumsum(gains) / max(np.sum(gains), 1.0)
-    from monai_smalldet.metrics.froc import _cpm
+    from monai_smalldet.metrics.curve import _cpm
 
     assert _cpm(fpi, sens) == pytest.approx(compute_froc_score(fpi[::-1], sens[::-1], CPM_FPIS))
 
