@@ -99,6 +99,23 @@ def test_evaluate_writes_froc_metrics_and_plot(trained: Path) -> None:
     assert (out / "metrics.csv").is_file()
 
 
+def test_training_runs_from_a_persistent_dataset(trained: Path, tmp_path: Path) -> None:
+    """The deterministic part of the training transforms (load ... pyramid) cached on disk by
+    MONAI's PersistentDataset instead of CacheDataset: the frame records pickle and come back."""
+    overrides = {**_tiny(trained), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
+    overrides["train#dataset"] = {
+        "_target_": "PersistentDataset",
+        "data": "@train_datalist",
+        "transform": "@train#preprocessing",
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    workflow = _run(TRAIN, "train", **overrides)
+    assert type(workflow.parser.get_parsed_content("train#dataset")).__name__ == "PersistentDataset"
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 4  # one per training image
+    _, spec = load_checkpoint(tmp_path / "models" / "model_final.pt")
+    assert spec.extra["final"] is True
+
+
 def test_inference_writes_one_json_per_image_inside_the_image(trained: Path) -> None:
     out = trained / "predictions"
     _run(
