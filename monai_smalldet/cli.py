@@ -81,6 +81,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if not expand_inputs(args.inputs):
         print("no input images found", file=sys.stderr)
         return 2
+    from .runtime import limit_threads_to_available_cpus
+
+    limit_threads_to_available_cpus()  # a container's CPU quota, not the host's CPU count
     detector = MultiScaleDetector.from_checkpoint(args.checkpoint, device=args.device, **overrides)
     result = detect_files(
         detector,

@@ -24,6 +24,7 @@ else ``<source checkout>/.cache`` when running from a checkout, else
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -32,7 +33,13 @@ from pathlib import Path
 
 from .files import atomic_write
 
-__all__ = ["cache_dir", "configure_offline", "configure_ultralytics_settings"]
+__all__ = [
+    "available_cpus",
+    "cache_dir",
+    "configure_offline",
+    "configure_ultralytics_settings",
+    "limit_threads_to_available_cpus",
+]
 
 _CONFIGURED = False
 
@@ -119,3 +126,48 @@ def configure_ultralytics_settings() -> None:
 
     if SETTINGS.get("sync", True):
         SETTINGS.update(sync=False)
+
+
+def available_cpus(cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup") -> int:
+    """CPUs this process may actually use: its affinity mask, capped by a cgroup CPU quota.
+
+    ``os.cpu_count()`` (what torch sizes its thread pool by) counts the host's CPUs; in a
+    container limited by a quota (``docker run --cpus 2``: cgroup v2 ``cpu.max`` "200000
+    100000", or v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) or pinned to some CPUs
+    (``--cpuset-cpus``, ``taskset``), more threads than that only oversubscribe. The quota is
+    rounded up (1.5 CPUs -> 2 threads); at least 1.
+
+    Args:
+        cgroup_root: where the cgroup file system is mounted (tests point it elsewhere).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    root = Path(cgroup_root)
+    quota = period = None
+    try:  # cgroup v2: "max 100000" (no limit) or "<quota> <period>"
+        text = (root / "cpu.max").read_text().split()
+        if len(text) == 2 and text[0] != "max":
+            quota, period = float(text[0]), float(text[1])
+    except (OSError, ValueError):
+        try:  # cgroup v1: quota -1 means no limit
+            quota = float((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = float((root / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            quota = period = None
+    if quota is not None and period and quota > 0:
+        cpus = min(cpus, math.ceil(quota / period))
+    return max(1, int(cpus))
+
+
+def limit_threads_to_available_cpus() -> int:
+    """Size torch's intra-op thread pool by :func:`available_cpus` (unless ``OMP_NUM_THREADS``
+    says otherwise); return the number of threads torch uses."""
+    import torch
+
+    if not os.environ.get("OMP_NUM_THREADS"):
+        wanted = available_cpus()
+        if torch.get_num_threads() > wanted:
+            torch.set_num_threads(wanted)
+    return torch.get_num_threads()

@@ -54,3 +54,51 @@ def test_network_import_leaves_threads_as_without_ultralytics():
 def test_a_thread_count_the_user_set_is_kept():
     got = _probe(THROUGH_PACKAGE, "1")
     assert got["env"] == "1" and got["torch"] == 1 and got["child_torch"] == 1
+
+
+def _cgroup(tmp_path, name, files):
+    root = tmp_path / name
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_available_cpus_follows_the_cgroup_quota(tmp_path):
+    """cgroup v2 cpu.max and v1 cfs quota cap the CPUs (rounded up); no limit or garbage: the affinity."""
+    from monai_smalldet.runtime import available_cpus
+
+    mine = len(os.sched_getaffinity(0))
+    cases = {
+        "v2_one": ({"cpu.max": "100000 100000\n"}, 1),
+        "v2_half": ({"cpu.max": "50000 100000\n"}, 1),
+        "v2_max": ({"cpu.max": "max 100000\n"}, mine),
+        "v2_garbage": ({"cpu.max": "lots\n"}, mine),
+        "v1_one_and_a_half": (
+            {"cpu/cpu.cfs_quota_us": "150000\n", "cpu/cpu.cfs_period_us": "100000\n"},
+            min(mine, 2),
+        ),
+        "v1_unlimited": ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, mine),
+        "none": ({}, mine),
+    }
+    for name, (files, expected) in cases.items():
+        assert available_cpus(_cgroup(tmp_path, name, files)) == expected, name
+    big = _cgroup(tmp_path, "v2_big", {"cpu.max": f"{(mine + 8) * 100000} 100000\n"})
+    assert available_cpus(big) == mine  # a quota above the affinity does not add CPUs
+
+
+def test_torch_threads_follow_the_affinity_mask():
+    """A process pinned to one CPU (as --cpuset-cpus / taskset do) runs torch on one thread."""
+    code = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+        "import torch; torch.set_num_threads(8); "
+        "from monai_smalldet.runtime import limit_threads_to_available_cpus; "
+        "print(limit_threads_to_available_cpus())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "1"
+    env["OMP_NUM_THREADS"] = "3"  # an explicit setting wins
+    code3 = code.replace("torch.set_num_threads(8); ", "torch.set_num_threads(3); ")
+    out = subprocess.run([sys.executable, "-c", code3], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "3"

@@ -190,8 +190,11 @@ class MammoDetectionOperator(Operator):
     def start(self) -> None:
         """Load the model once, before the first image."""
         from monai_smalldet import __version__
+        from monai_smalldet.runtime import limit_threads_to_available_cpus
 
         info: dict[str, Any] = {"name": ALGORITHM_NAME, "version": __version__}
+        # a container's CPU quota / cpuset, not the host's CPU count, sizes torch's threads
+        info["torch_threads"] = limit_threads_to_available_cpus()
         if self.detector is None:
             from monai_smalldet.inference import MultiScaleDetector
 
