@@ -129,3 +129,23 @@ def test_mass_contrast_is_linear_in_the_diameter_up_to_its_cap() -> None:
     assert base > 0
     assert centre_gain(mass_contrast_ref_mm=2.0) / base == pytest.approx(4.0, rel=0.1)
     assert centre_gain(mass_contrast_ref_mm=2.0, mass_contrast_max=0.01) < 0.5 * base
+
+
+def test_a_model_that_cannot_reach_the_target_gets_a_finite_threshold_that_reports_nothing() -> None:
+    """No score keeps the FPI at the target: the threshold lies above every score, not at inf
+    (the spec is JSON, where inf is not valid)."""
+    import json
+
+    from monai_smalldet.engines import calibrate_outputs
+
+    detections = Detections(
+        np.array([[0.0, 0.0, 10.0, 10.0]]), np.array([0.9]), np.array([1]), np.ones((1, 1), bool)
+    )
+    outputs = [
+        MultiScaleOutput(fused=detections, per_scale=[detections], scales=(1.0,), image_size_hw=(100, 100))
+    ]
+    items = [{"box": [[50.0, 50.0, 60.0, 60.0]], "label": [1]}]  # the one prediction is a false positive
+    cal = calibrate_outputs(outputs, items, target_fpi=0.3, candidates=(("wbf", {}),))
+    threshold = cal.operating_point["score_threshold"]
+    assert np.isfinite(threshold) and threshold > 1.0 and cal.operating_point["sensitivity"] == 0.0
+    json.loads(json.dumps(cal.to_dict(), allow_nan=False))  # strict JSON

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,15 @@ def threshold_at_fpi(result: Any, fpi: float) -> float:
     positives per image (``inf`` when even the highest-scoring prediction exceeds it)."""
     ok = (np.asarray(result.fpi) <= fpi) & np.isfinite(result.thresholds)
     return float(np.asarray(result.thresholds)[ok].min()) if ok.any() else float("inf")
+
+
+def _finite_threshold(threshold: float, preds: Sequence[Mapping[str, Any]]) -> float:
+    """``threshold``, or where no threshold keeps the FPI low enough (``inf``) the next float
+    above every score: it reports nothing, as ``inf`` would, and stays valid JSON."""
+    if math.isfinite(threshold):
+        return threshold
+    top = max((float(np.max(p["label_scores"])) for p in preds if len(p["label_scores"])), default=1.0)
+    return float(np.nextafter(np.float32(max(top, 1.0)), np.float32(np.inf)))
 
 
 @dataclass
@@ -122,7 +132,7 @@ def calibrate_outputs(
             "kwargs": dict(kwargs),
             "sensitivity": float(result.sensitivity_at(target_fpi)),
             "cpm": float(result.cpm),
-            "score_threshold": threshold_at_fpi(result, target_fpi),
+            "score_threshold": _finite_threshold(threshold_at_fpi(result, target_fpi), preds),
         }
         rows.append(row)
         log.info(
