@@ -206,7 +206,6 @@ def detect_files(
     from . import __version__
     from .data.dicom import MammogramReadError
     from .transforms.io import LoadMammogram
-    from .visualize import overlay_png
 
     point = operating_point(detector, report_threshold)
     threshold = point["score_threshold"]
@@ -238,31 +237,46 @@ def detect_files(
             log.warning("skipped %s: %s", path, err)
             result.failed.append({"image": str(path), "error": type(err).__name__, "reason": reason})
             continue
-        payload = {
-            "image": str(path.resolve()),
-            "laterality": image.meta.get("laterality"),
-            "view": image.meta.get("view"),
-            "model": model,
-            "mode": detector.mode,
-            "fusion": detector.fusion_name,
-            "fusion_kwargs": detector.fusion_kwargs,
-            "operating_point": point,
-            **found.to_dict(),
-        }
-        for finding in payload["findings"]:
-            finding["reported"] = threshold is not None and finding["score"] >= threshold
+        payload = _payload(detector, path, image.meta, found, model, point)
         if keep_phi:
             payload["patient"] = _patient_identity(path)
         result.written.append(write_json_atomic(target, payload))
         if overlay:
-            f = found.fused
-            keep = f.scores >= overlay_threshold
-            overlay_png(
-                image[0].numpy(),
-                out / f"{name}.png",
-                f.boxes[keep],
-                f.scores[keep],
-                title=f"{path.name}: {int(keep.sum())} findings >= {overlay_threshold:.3g}",
-            )
+            _write_overlay(image, found.fused, out / f"{name}.png", path.name, overlay_threshold)
     write_json_atomic(out / "failed.json", result.failed)
     return result
+
+
+def _payload(
+    detector: Any, path: Path, meta: Any, found: Any, model: dict[str, Any], point: dict[str, Any]
+) -> dict[str, Any]:
+    """One image's JSON result; each finding marked ``reported`` at ``point``'s threshold."""
+    threshold = point["score_threshold"]
+    payload = {
+        "image": str(path.resolve()),
+        "laterality": meta.get("laterality"),
+        "view": meta.get("view"),
+        "model": model,
+        "mode": detector.mode,
+        "fusion": detector.fusion_name,
+        "fusion_kwargs": detector.fusion_kwargs,
+        "operating_point": point,
+        **found.to_dict(),
+    }
+    for finding in payload["findings"]:
+        finding["reported"] = threshold is not None and finding["score"] >= threshold
+    return payload
+
+
+def _write_overlay(image: Any, fused: Any, target: Path, title: str, threshold: float) -> None:
+    """The overlay PNG of the findings at or above ``threshold``."""
+    from .visualize import overlay_png
+
+    keep = fused.scores >= threshold
+    overlay_png(
+        image[0].numpy(),
+        target,
+        fused.boxes[keep],
+        fused.scores[keep],
+        title=f"{title}: {int(keep.sum())} findings >= {threshold:.3g}",
+    )

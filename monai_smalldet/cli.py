@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .files import write_json_atomic
 
@@ -218,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_synth(sub)
+    _add_preview(sub)
+    _add_detect(sub)
+    _add_calibrate(sub)
+    _add_froc(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _add_synth(sub: Any) -> None:
+    """The ``synth`` subcommand."""
     p = sub.add_parser("synth", help="write a synthetic FFDM dataset (DICOM MG + datalist.json)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--n-train", type=_positive_int, default=0, help="training images")
@@ -233,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
+
+def _add_preview(sub: Any) -> None:
+    """The ``preview`` subcommand."""
     p = sub.add_parser("preview", help="PNG contact sheet of a datalist split with its boxes")
     p.add_argument("--datalist", required=True, type=Path)
     p.add_argument("--split", default="training", choices=("training", "validation", "test"))
@@ -241,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", type=int, default=4)
     p.set_defaults(func=_cmd_preview)
 
+
+def _add_detect(sub: Any) -> None:
+    """The ``detect`` subcommand."""
     p = sub.add_parser("detect", help="multi-scale detection; one JSON (and overlay) per image")
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, type=Path, help="model .pt (with its .json spec beside it)")
@@ -300,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_detect)
 
+
+def _add_calibrate(sub: Any) -> None:
+    """The ``calibrate`` subcommand."""
     p = sub.add_parser(
         "calibrate", help="choose a checkpoint's fusion and reporting threshold on a validation split"
     )
@@ -314,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report only; leave the spec as it is")
     p.set_defaults(func=_cmd_calibrate)
 
+
+def _add_froc(sub: Any) -> None:
+    """The ``froc`` subcommand."""
     p = sub.add_parser("froc", help="FROC of detect outputs against a datalist split")
     p.add_argument("--predictions", required=True, type=Path, help="folder of detect JSONs")
     p.add_argument("--datalist", required=True, type=Path)
@@ -323,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_froc)
 
+
+def _add_demo(sub: Any) -> None:
+    """The ``demo`` subcommand."""
     p = sub.add_parser(
         "demo", help="the main job: synthetic data -> preview -> detection with a model -> FROC and overlays"
     )
@@ -337,7 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=_positive_int, default=20, help="test images detected and scored")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=_cmd_demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
