@@ -219,6 +219,7 @@ def overlap_study(
     """Tiles per image and whole-lesion coverage per level for several overlaps (geometry only)."""
     from monai_smalldet.data.synthetic import SynthConfig, generate_mammogram
     from monai_smalldet.transforms.crop import CropBreast
+    from monai_smalldet.transforms.frames import to_spatial_order
     from monai_smalldet.transforms.tiling import TileGrid
 
     factor = 4.0  # 0.25-scale images, geometry scaled to full resolution (0.07 mm)
@@ -227,7 +228,7 @@ def overlap_study(
     for seed in range(n_images):
         view = ("CC", "MLO")[seed % 2]
         m = generate_mammogram(1000 + seed, scale=0.25, view=view, laterality="L", config=config)
-        x1, y1, x2, y2 = CropBreast().compute_crop_box(m.to_float()[None], m.boxes)
+        x1, y1, x2, y2 = CropBreast().compute_crop_box(m.to_float()[None], to_spatial_order(m.boxes))
         crop_hw = (round((y2 - y1) * factor), round((x2 - x1) * factor))
         boxes = (m.boxes - np.array([x1, y1, x1, y1], dtype=np.float32)) * factor
         cases.append((crop_hw, boxes.astype(np.float64), np.asarray(m.lesion_size_mm)))

@@ -396,7 +396,7 @@ class MultiScaleDetector:
         ``work_frame``, subsampled by ``step``) under the ``extent = (rows, columns)`` of
         ``tile``, widened by one cell (conservative), and the (row, column) of its first cell."""
         footprint = np.array([[0.0, 0.0, float(extent[1]), float(extent[0])]], np.float32)
-        in_work = np.asarray(map_boxes(map_boxes(footprint, tile.frame), work_frame.inverse()))[0]
+        in_work = np.asarray(map_boxes(map_boxes(footprint, tile.frame, "xy"), work_frame.inverse(), "xy"))[0]
         x0, x1 = sorted((float(in_work[0]), float(in_work[2])))
         y0, y1 = sorted((float(in_work[1]), float(in_work[3])))
         r0, c0 = max(0, math.floor(y0 / step) - 1), max(0, math.floor(x0 / step) - 1)
@@ -428,7 +428,7 @@ class MultiScaleDetector:
             ],
             np.float32,
         )
-        in_tile = np.asarray(map_boxes(map_boxes(box, work_frame), tile.frame.inverse()))[0]
+        in_tile = np.asarray(map_boxes(map_boxes(box, work_frame, "xy"), tile.frame.inverse(), "xy"))[0]
         x0, x1 = sorted((float(in_tile[0]), float(in_tile[2])))
         y0, y1 = sorted((float(in_tile[1]), float(in_tile[3])))
         m = self.air_margin_px
@@ -568,7 +568,9 @@ class MultiScaleDetector:
                 boxes = tile_boxes_to_original(input_boxes, item.frame)
                 # the tile-border test works in the pixels of the whole tile
                 tile_boxes = (
-                    input_boxes if item.window is None else np.asarray(map_boxes(input_boxes, item.window))
+                    input_boxes
+                    if item.window is None
+                    else np.asarray(map_boxes(input_boxes, item.window, "xy"))
                 )
                 cut = (
                     cut_by_tile_border(tile_boxes, item.origin, item.extent, item.level_hw)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from monai.apps.detection.transforms.dictionary import RandFlipBoxd
 from monai.data import DataLoader, Dataset
 from monai.transforms import Compose
 from monai.utils import set_determinism
@@ -30,10 +31,11 @@ from monai_smalldet.inferers import MultiScaleInferer
 from monai_smalldet.metrics import FROCMetric
 from monai_smalldet.networks import DetectionLoss, NetworkSpec, build_network, load_checkpoint
 from monai_smalldet.transforms import (
+    BoxesToSpatialOrderd,
+    BoxesToXYOrderd,
     CropBreastd,
     LoadMammogramd,
     NormalizeLateralityd,
-    RandFlipBoxXYd,
     RandTileSamplerd,
     ScalePyramidd,
 )
@@ -116,11 +118,13 @@ def _train_loader(datalist_file: str, tile_size: int = 64, batch_images: int = 2
     transform = Compose(
         [
             LoadMammogramd("image"),
+            BoxesToSpatialOrderd("box"),
             NormalizeLateralityd(**keys),
             CropBreastd(**keys, margin_px=4),
             ScalePyramidd(**keys, scales=(1.0, 0.5)),
             RandTileSamplerd("image", "box", "label", tile_size=tile_size, num_samples=4, pos=3, neg=1),
-            RandFlipBoxXYd(**keys, box_ref_image_keys="image", prob=0.5, spatial_axis=0),
+            RandFlipBoxd(**keys, box_ref_image_keys="image", prob=0.5, spatial_axis=0),
+            BoxesToXYOrderd("box"),
         ]
     )
     transform.set_random_state(seed=0)

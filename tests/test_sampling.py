@@ -2,7 +2,7 @@
 
 A synthetic pyramid sample is built by the real ``ScalePyramidd`` from an image in which each
 lesion is a bright square on a dark ground, so that a tile's content can be checked against
-the boxes it carries. Boxes are (x1, y1, x2, y2), x = column.
+the boxes it carries. Boxes are in MONAI's order (row1, col1, row2, col2).
 """
 
 from __future__ import annotations
@@ -10,20 +10,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from monai.apps.detection.transforms.dictionary import RandFlipBoxd
 from monai.data import MetaTensor
 
-from monai_smalldet.transforms import RandFlipBoxXYd, ScalePyramidd
+from monai_smalldet.transforms import ScalePyramidd, from_spatial_order
 from monai_smalldet.transforms.sampling import RandLesionTileSamplerd, _place, enlarge_small_boxes
 
-LESION = (300.0, 200.0, 340.0, 240.0)  # 40 px square, bright
-BENIGN = (100.0, 500.0, 130.0, 530.0)  # 30 px square, half as bright
+LESION = (200.0, 300.0, 240.0, 340.0)  # rows 200-240, columns 300-340: 40 px square, bright
+BENIGN = (500.0, 100.0, 530.0, 130.0)  # 30 px square, half as bright
 
 
 def _sample() -> dict:
     img = np.zeros((1, 640, 480), np.float32)
-    x1, y1, x2, y2 = (int(v) for v in LESION)
+    y1, x1, y2, x2 = (int(v) for v in LESION)
     img[0, y1:y2, x1:x2] = 1.0
-    bx1, by1, bx2, by2 = (int(v) for v in BENIGN)
+    by1, bx1, by2, bx2 = (int(v) for v in BENIGN)
     img[0, by1:by2, bx1:bx2] = 0.5
     d = {
         "image": MetaTensor(torch.from_numpy(img)),
@@ -47,7 +48,7 @@ def test_positive_tiles_hold_the_whole_lesion_at_varying_offsets() -> None:
     assert {t["tile_kind"] for t in tiles} == {"positive"} and {t["tile_level"] for t in tiles} == {0}
     origins = set()
     for t in tiles:
-        (bx1, by1, bx2, by2), img = t["box"][0], t["image"][0].numpy()
+        (by1, bx1, by2, bx2), img = t["box"][0], t["image"][0].numpy()
         assert t["box"].shape == (1, 4) and t["label"].tolist() == [1]
         assert (bx2 - bx1, by2 - by1) == pytest.approx((40, 40))  # whole, not clipped
         # the pixels under the box are the lesion, those outside it are not
@@ -80,8 +81,8 @@ def test_frame_maps_tile_boxes_back_to_the_image() -> None:
     from monai_smalldet.transforms.frames import tile_boxes_to_original
 
     for t in _sampler(pos=1, neg=0, scale_jitter=1.4, num_samples=60, small_box_rule="keep")(_sample()):
-        back = tile_boxes_to_original(t["box"], t["frame"])
-        assert np.asarray(back)[0] == pytest.approx(LESION, abs=1e-3)
+        back = tile_boxes_to_original(from_spatial_order(t["box"]), t["frame"])  # detections: x = column
+        assert np.asarray(back)[0] == pytest.approx(from_spatial_order(np.array([LESION]))[0], abs=1e-3)
 
 
 def test_hard_negatives_are_centred_on_benign_findings_and_carry_no_target() -> None:
@@ -110,7 +111,7 @@ def test_sample_without_lesions_gives_negatives() -> None:
 def test_small_targets_are_enlarged_about_their_centre() -> None:
     tiles = _sampler(pos=1, neg=0, level_weights=(0, 0, 1), scale_jitter=1.0, min_box_px=16)(_sample())
     for t in tiles:  # at 0.25X the 40 px lesion is 10 px: grown to 16 about its centre
-        x1, y1, x2, y2 = t["box"][0]
+        y1, x1, y2, x2 = t["box"][0]
         assert (x2 - x1, y2 - y1) == pytest.approx((16, 16))
         ox, oy = t["tile_origin_px"]
         assert ((x1 + x2) / 2 + ox, (y1 + y2) / 2 + oy) == pytest.approx((80, 55))
@@ -148,8 +149,8 @@ def test_place_hand_worked(lo, hi, window, extent, u, expected) -> None:
 
 def test_composes_with_box_aware_flip() -> None:
     tile = _sampler(pos=1, neg=0, level_weights=(1, 0, 0), scale_jitter=1.0, num_samples=1)(_sample())[0]
-    flipped = RandFlipBoxXYd("image", "box", "image", prob=1.0, spatial_axis=0)(tile)
-    y1, y2 = flipped["box"][0, 1], flipped["box"][0, 3]
+    flipped = RandFlipBoxd("image", "box", "image", prob=1.0, spatial_axis=0)(tile)  # MONAI's own
+    y1, y2 = flipped["box"][0, 0], flipped["box"][0, 2]
     img = torch.as_tensor(flipped["image"])[0].numpy()
     assert img[int(y1) : int(y2)].sum() == pytest.approx(40 * 40)
 

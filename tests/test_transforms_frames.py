@@ -1,6 +1,7 @@
 """FrameRecord algebra, the one box-mapping function and the MONAI axis-order helper.
 
-Boxes are (x1, y1, x2, y2) with x = column, continuous pixel coordinates.
+Hand-worked cases are written as (x1, y1, x2, y2) with x = column (detections, ``order="xy"``);
+inside pipelines the same boxes are in MONAI's order (row1, col1, row2, col2), the default.
 """
 
 from __future__ import annotations
@@ -36,18 +37,25 @@ CASES = [
 
 @pytest.mark.parametrize("record, expected", CASES)
 def test_map_boxes_hand_worked(record: FrameRecord, expected: list) -> None:
-    np.testing.assert_allclose(map_boxes(BOX, record), expected)
+    np.testing.assert_allclose(map_boxes(BOX, record, order="xy"), expected)
+    # the same boxes in MONAI's (row, column) order, the default inside pipelines
+    rc = [1, 0, 3, 2]
+    np.testing.assert_allclose(map_boxes(BOX[:, rc], record), np.asarray(expected)[:, rc])
     # torch in, torch out, same dtype
-    out = map_boxes(torch.as_tensor(BOX, dtype=torch.float32), record)
+    out = map_boxes(torch.as_tensor(BOX, dtype=torch.float32), record, order="xy")
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="order"):
+        map_boxes(BOX, record, order="yx")
 
 
 @pytest.mark.parametrize("record, expected", CASES)
 def test_map_boxes_equals_monai_affine_in_spatial_order(record: FrameRecord, expected: list) -> None:
-    """map_boxes is MONAI's apply_affine_to_boxes once the boxes are in MONAI's (row, col) order."""
-    monai_out = from_spatial_order(apply_affine_to_boxes(to_spatial_order(BOX), record.spatial_affine()))
-    np.testing.assert_allclose(map_boxes(BOX, record), monai_out, rtol=1e-6)
+    """map_boxes on pipeline boxes is MONAI's apply_affine_to_boxes with the record's spatial affine."""
+    spatial = to_spatial_order(BOX)
+    monai_out = apply_affine_to_boxes(spatial, record.spatial_affine())
+    np.testing.assert_allclose(map_boxes(spatial, record), monai_out, rtol=1e-6)
+    np.testing.assert_allclose(from_spatial_order(monai_out), expected, rtol=1e-6)
 
 
 def test_compose_and_inverse_round_trip() -> None:
@@ -62,7 +70,7 @@ def test_compose_and_inverse_round_trip() -> None:
     ):
         chain = chain.compose(step)
     boxes = np.sort(rng.uniform(0, 200, size=(20, 4)), axis=1)[:, [0, 2, 1, 3]]
-    back = original_boxes_to_frame(map_boxes(boxes, chain), chain)
+    back = original_boxes_to_frame(map_boxes(boxes, chain, order="xy"), chain)
     np.testing.assert_allclose(back, boxes, atol=1e-9)
     np.testing.assert_allclose(chain.matrix() @ chain.inverse().matrix(), np.eye(3), atol=1e-12)
     assert chain.flipped_x and chain.height_px == 4096 and chain.width_px == 3328

@@ -1,6 +1,8 @@
 """The geometric transforms composed: round trip to original pixels, MONAI Compose/Dataset/DataLoader.
 
-Boxes are (x1, y1, x2, y2) with x = column, continuous pixel coordinates.
+The samples carry boxes as a datalist does, (x1, y1, x2, y2) with x = column; the pipeline's
+first step, ``BoxesToSpatialOrderd``, puts them in MONAI's order (row1, col1, row2, col2), as
+every tile and level then holds them. Detections mapped back are (x1, y1, x2, y2) again.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from monai.data import DataLoader, Dataset, MetaTensor, list_data_collate
 from monai.data.utils import no_collation
 from monai.transforms import Compose
 
+from monai_smalldet.transforms.boxes import BoxesToSpatialOrderd
 from monai_smalldet.transforms.crop import CropBreastd
-from monai_smalldet.transforms.frames import tile_boxes_to_original
+from monai_smalldet.transforms.frames import from_spatial_order, tile_boxes_to_original
 from monai_smalldet.transforms.laterality import NormalizeLateralityd
 from monai_smalldet.transforms.pyramid import ResampleToSpacingd, ScalePyramidd
 from monai_smalldet.transforms.tiling import RandTileSamplerd, SystematicTiled
@@ -48,6 +51,7 @@ def make_sample(
 
 def geometric(target_spacing_mm: float) -> list:
     return [
+        BoxesToSpatialOrderd("box"),
         NormalizeLateralityd("image", "box"),
         ResampleToSpacingd("image", "box", target_spacing_mm=target_spacing_mm),
         CropBreastd("image", "box", margin_px=4),
@@ -93,7 +97,7 @@ def test_round_trip_tiles_back_to_original_within_half_a_pixel(scene: dict) -> N
             t["image"].shape[2] - t["tile_pad_px"][0],
         )
         region = tile_boxes_to_original(np.array([[0.0, 0.0, w_valid, h_valid]]), t["frame"])[0]
-        back = tile_boxes_to_original(t["box"], t["frame"])
+        back = tile_boxes_to_original(from_spatial_order(t["box"]), t["frame"])
         for b, label in zip(back, t["label"], strict=True):
             gt = boxes[label - 1]
             # the tile shows the part of the box inside the tile's region
@@ -122,7 +126,9 @@ def test_round_trip_is_exact_without_resampling() -> None:
     sample = make_sample(256, 200, boxes, "R", 0.07)
     out = Compose(geometric(0.07))(sample)
     for level in range(3):
-        back = tile_boxes_to_original(out[f"box_scale{level}"], out[f"frame_scale{level}"])
+        back = tile_boxes_to_original(
+            from_spatial_order(out[f"box_scale{level}"]), out[f"frame_scale{level}"]
+        )
         np.testing.assert_allclose(back, boxes, atol=1e-9)
 
 
@@ -196,7 +202,7 @@ def test_training_tiles_with_boxes_in_dataloader(kind: str) -> None:
     for batch in loader:
         for tile in (t for sample_tiles in batch for t in sample_tiles):  # no_collation: one list per sample
             if len(tile["box"]):
-                back = tile_boxes_to_original(tile["box"], tile["frame"])
+                back = tile_boxes_to_original(from_spatial_order(tile["box"]), tile["frame"])
                 found.add((int(tile["label"][0]), round(float(back[0, 1]))))
                 assert back.shape == (len(tile["label"]), 4)
     assert len(found) >= 1 and all(row == 60 for _, row in found)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.data import MetaTensor
 
-from monai_smalldet.transforms.frames import FrameRecord, tile_boxes_to_original
+from monai_smalldet.transforms.frames import FrameRecord, from_spatial_order, tile_boxes_to_original
 from monai_smalldet.transforms.pyramid import ScalePyramidd
 from monai_smalldet.transforms.tiling import (
     RandTileSamplerd,
@@ -128,17 +128,17 @@ def test_trimmed_tiles_cover_every_pixel_with_the_overlap_and_fewer_pixels(
 
 
 def _rect_bbox(img: np.ndarray, thr: float = 0.5) -> tuple[float, float, float, float]:
-    """(x1, y1, x2, y2) of the pixels above ``thr`` in a (C, H, W) image (x = column)."""
+    """(row1, col1, row2, col2) of the pixels above ``thr`` in a (C, H, W) image (MONAI's order)."""
     mask = np.asarray(img)[0] > thr
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1)
 
 
 @pytest.mark.parametrize("kind", ["numpy", "torch", "meta"])
 def test_systematic_tile_keeps_box_on_lesion_and_pads_small_levels(kind: str) -> None:
     img = np.zeros((1, 300, 200), np.float32)
     img[:, 150:170, 90:130] = 1.0  # lesion rows 150-169, columns 90-129
-    box = np.array([[90.0, 150.0, 130.0, 170.0]])
+    box = np.array([[150.0, 90.0, 170.0, 130.0]])  # MONAI's order (row1, col1, row2, col2)
     data = {"numpy": img, "torch": torch.from_numpy(img), "meta": MetaTensor(torch.from_numpy(img))}[kind]
     frame = FrameRecord.identity(600, 400).compose(FrameRecord.scaling(2, 2))
     tiles = SystematicTile(tile_size=128, overlap=0.25)(
@@ -153,7 +153,9 @@ def test_systematic_tile_keeps_box_on_lesion_and_pads_small_levels(kind: str) ->
             seen += 1
             assert t.labels.tolist() == [7]
             np.testing.assert_allclose(_rect_bbox(t.image), t.boxes[0])  # the box sits on the lesion
-            part = tile_boxes_to_original(t.boxes, t.frame)  # the visible part, in original pixels
+            part = tile_boxes_to_original(
+                from_spatial_order(t.boxes), t.frame
+            )  # visible part, original (x, y)
             x0, y0 = t.origin_px
             expected = np.array([[max(90, x0), max(150, y0), min(130, x0 + 128), min(170, y0 + 128)]]) * 2.0
             np.testing.assert_allclose(part, expected)
@@ -173,23 +175,30 @@ def test_systematic_tile_keeps_box_on_lesion_and_pads_small_levels(kind: str) ->
 
 
 def test_clip_boxes_to_tile_drops_below_visibility_and_keeps_labels_aligned() -> None:
+    # MONAI's order (row1, col1, row2, col2); the tile window (x1, y1, x2, y2) is 100 columns, 60 rows
     boxes = np.array(
-        [[0.0, 0.0, 10.0, 10.0], [95.0, 0.0, 105.0, 10.0], [99.5, 0.0, 109.5, 10.0], [50, 50, 50, 50]]
+        [
+            [0.0, 0.0, 10.0, 10.0],
+            [0.0, 95.0, 10.0, 105.0],
+            [0.0, 99.5, 10.0, 109.5],
+            [50, 50, 50, 50],
+            [55, 0, 65, 10],
+        ]
     )
-    labels = np.array([1, 2, 3, 4])
-    scores = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    out, (lab, sc) = clip_boxes_to_tile(boxes, (labels, scores), (0, 0, 100, 100), min_visibility=0.1)
+    labels = np.array([1, 2, 3, 4, 5])
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    out, (lab, sc) = clip_boxes_to_tile(boxes, (labels, scores), (0, 0, 100, 60), min_visibility=0.1)
     np.testing.assert_allclose(
-        out, [[0, 0, 10, 10], [95, 0, 100, 10], [50, 50, 50, 50]]
-    )  # 5% visible: dropped
-    assert lab.tolist() == [1, 2, 4] and torch.allclose(sc, torch.tensor([0.1, 0.2, 0.4]))
+        out, [[0, 0, 10, 10], [0, 95, 10, 100], [50, 50, 50, 50], [55, 0, 60, 10]]
+    )  # 5% visible: dropped; rows clipped at 60, columns at 100
+    assert lab.tolist() == [1, 2, 4, 5] and torch.allclose(sc, torch.tensor([0.1, 0.2, 0.4, 0.5]))
 
 
 def _pyramid_sample(kind: str = "numpy") -> dict:
     img = np.zeros((1, 512, 384), np.float32)
     img[:, 300:340, 100:140] = 1.0
     image = MetaTensor(torch.from_numpy(img)) if kind == "meta" else img
-    d = {"image": image, "box": np.array([[100.0, 300.0, 140.0, 340.0]]), "label": np.array([1]), "case": "a"}
+    d = {"image": image, "box": np.array([[300.0, 100.0, 340.0, 140.0]]), "label": np.array([1]), "case": "a"}
     return ScalePyramidd("image", "box")(d)
 
 
@@ -211,7 +220,7 @@ def test_systematic_tiled_tiles_every_level_and_maps_back() -> None:
         }
         assert "image_scale0" not in t and tuple(t["image"].shape) == (1, 256, 256)
         for b in t["box"]:
-            back = tile_boxes_to_original(b[None], t["frame"])[0]
+            back = tile_boxes_to_original(from_spatial_order(b[None]), t["frame"])[0]  # (x1, y1, x2, y2)
             assert (
                 100 - 1e-6 <= back[0]
                 and back[2] <= 140 + 1e-6

@@ -1,6 +1,9 @@
 """MONAI array and dictionary transforms for mammograms.
 
-Images are channel-first ``(C, H, W)``; boxes are ``(x1, y1, x2, y2)`` pixels with x = column.
+Images are channel-first ``(C, H, W)``. Boxes inside pipelines are in MONAI's order
+``(row1, col1, row2, col2)``, so MONAI's box transforms compose with these; datalists and
+detections use ``(x1, y1, x2, y2)`` with x = column, converted at a pipeline's borders by
+:class:`BoxesToSpatialOrderd` and :class:`BoxesToXYOrderd`.
 Every geometric step records what it did in a :class:`FrameRecord`; one function,
 :func:`tile_boxes_to_original`, maps boxes of any tile or scale back to original pixels.
 See ``docs/transforms.md`` for a pipeline.
@@ -9,17 +12,10 @@ See ``docs/transforms.md`` for a pipeline.
 from __future__ import annotations
 
 from ..spacing import SpacingError, read_spacing_mm
-from .augment import (
-    BoxesToSpatialOrderd,
-    FlipBoxXYd,
-    RandFlipBoxXYd,
-    RandRotateBox90XYd,
-    RandZoomBoxXYd,
-    RotateBox90XYd,
-    ZoomBoxXYd,
-)
+from .boxes import BoxesToSpatialOrderd, BoxesToXYOrderd
 from .crop import CropBreast, CropBreastd, otsu_threshold
 from .frames import (
+    BOX_ORDER,
     FrameRecord,
     from_spatial_order,
     map_boxes,
@@ -45,27 +41,24 @@ from .sampling import RandLesionTileSamplerd, enlarge_small_boxes
 from .tiling import RandTileSamplerd, SystematicTile, SystematicTiled, Tile, TileGrid, clip_boxes_to_tile
 
 __all__ = [
+    "BOX_ORDER",
     "DEFAULT_SCALES",
     "BoxesToSpatialOrderd",
+    "BoxesToXYOrderd",
     "CropBreast",
     "CropBreastd",
     "DegradeResolution",
     "DegradeResolutiond",
-    "FlipBoxXYd",
     "FrameRecord",
     "FrameStepd",
     "LoadMammogram",
     "LoadMammogramd",
     "NormalizeLaterality",
     "NormalizeLateralityd",
-    "RandFlipBoxXYd",
-    "RandRotateBox90XYd",
     "RandLesionTileSamplerd",
     "RandTileSamplerd",
-    "RandZoomBoxXYd",
     "ResampleToSpacing",
     "ResampleToSpacingd",
-    "RotateBox90XYd",
     "ScaleLevel",
     "ScalePyramid",
     "ScalePyramidd",
@@ -74,7 +67,6 @@ __all__ = [
     "SystematicTiled",
     "Tile",
     "TileGrid",
-    "ZoomBoxXYd",
     "clip_boxes_to_tile",
     "enlarge_small_boxes",
     "estimate_laterality",

@@ -21,7 +21,7 @@ subsampled copy (about 512 px on the long side, so the cost does not grow with t
 An all-dark or constant image (nothing above the background) is not cropped: the crop box is
 the whole image. The crop is a view (no copy) of the input.
 
-Boxes are ``(N, 4)`` ``(x1, y1, x2, y2)`` with x = column, continuous pixel coordinates;
+Boxes are ``(N, 4)`` ``(row1, col1, row2, col2)`` (MONAI's order, :mod:`~monai_smalldet.transforms.boxes`), continuous pixel coordinates;
 they are shifted by the crop origin through
 :func:`~monai_smalldet.transforms.frames.map_boxes`.
 """
@@ -182,8 +182,8 @@ class CropBreast(Transform):
             end = [min(h, hi[0] * step + pad), min(w, hi[1] * step + pad)]
         if boxes is not None and boxes.shape[0] > 0:
             b = check_boxes(boxes, (h, w))
-            start = [min(start[0], int(np.floor(b[:, 1].min()))), min(start[1], int(np.floor(b[:, 0].min())))]
-            end = [max(end[0], int(np.ceil(b[:, 3].max()))), max(end[1], int(np.ceil(b[:, 2].max())))]
+            start = [min(start[0], int(np.floor(b[:, 0].min()))), min(start[1], int(np.floor(b[:, 1].min())))]
+            end = [max(end[0], int(np.ceil(b[:, 2].max()))), max(end[1], int(np.ceil(b[:, 3].max())))]
         start = [max(0, s) for s in start]
         end = [min(n, e) for n, e in zip((h, w), end, strict=True)]
         for axis, full in enumerate((h, w)):
@@ -249,7 +249,7 @@ class CropBreastd(FrameStepd):
 
     Args:
         image_keys: keys of the ``(C, H, W)`` images.
-        box_keys: keys of ``(N, 4)`` boxes ``(x1, y1, x2, y2)``, x = column, pixels.
+        box_keys: keys of ``(N, 4)`` boxes ``(row1, col1, row2, col2)`` (MONAI's order), pixels.
         box_ref_image_keys: the image the breast is found on.
         margin_px, threshold_fraction, min_component_fraction, max_side_px, size_multiple_px:
             see :class:`CropBreast`.

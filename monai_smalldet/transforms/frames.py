@@ -8,12 +8,22 @@ map. :class:`FrameRecord` stores it; :func:`map_boxes` applies it; :func:`tile_b
 is the function every caller (fusion, metrics, export) uses to bring detections back to
 original-image pixels. Nobody re-derives crop offsets, scale factors or tile origins elsewhere.
 
-Coordinate conventions (the project's, as in COCO/YOLO/DICOM SCOORD):
+Coordinate conventions:
 
 * images are channel-first ``(C, H, W)`` = (channels, rows, columns);
-* boxes are ``(N, 4)`` float ``(x1, y1, x2, y2)`` with **x = column, y = row**, in continuous
-  pixel coordinates: pixel ``i`` spans ``[i, i + 1)``, so a box covering exactly pixel
-  ``(row 3, column 5)`` is ``(5, 3, 6, 4)``.
+* **inside MONAI pipelines** (the data dict between transforms, the ``boxes`` of every array
+  transform), boxes are ``(N, 4)`` in MONAI's order: coordinate ``k`` along image spatial
+  dimension ``k``, i.e. ``(row1, col1, row2, col2)`` for ``(C, H, W)``, as
+  :mod:`monai.data.box_utils` and :mod:`monai.apps.detection.transforms` assume
+  (``BOX_ORDER = "spatial"``); every MONAI box transform composes with ours;
+* **outside** (datalists, detections, JSON, DICOM SR, overlays, the network's targets and
+  outputs), boxes are ``(x1, y1, x2, y2)`` with **x = column, y = row** (COCO/YOLO/DICOM
+  SCOORD, ``"xy"``). :func:`to_spatial_order` / :func:`from_spatial_order` convert between the
+  two (the transform :class:`~monai_smalldet.transforms.boxes.BoxesToSpatialOrderd` at a
+  pipeline's entry, :class:`~monai_smalldet.transforms.boxes.BoxesToXYOrderd` at its exit);
+* both in continuous pixel coordinates: pixel ``i`` spans ``[i, i + 1)``, so a box covering
+  exactly pixel ``(row 3, column 5)`` is ``(3, 5, 4, 6)`` in spatial order and ``(5, 3, 6, 4)``
+  in xy order.
 
 A record maps coordinates of the *current* frame (a cropped, rescaled or tiled image) to the
 *original* frame (the image as it was read, before any geometric step)::
@@ -28,11 +38,8 @@ record of a chain is the composition :meth:`FrameRecord.compose`. Because the re
 ``torch.utils.data.default_collate`` / MONAI's ``list_data_collate`` into a record whose
 fields are ``(B,)`` tensors (:meth:`FrameRecord.unbatch` splits it again).
 
-MONAI axis order: MONAI's box utilities (:mod:`monai.data.box_utils`,
-:mod:`monai.apps.detection.transforms`) assume that box coordinate ``k`` belongs to image
-spatial dimension ``k``; for a ``(C, H, W)`` image MONAI's coordinate 0 is therefore the
-**row**. :func:`to_spatial_order` is the one helper that converts our ``(x1, y1, x2, y2)``
-boxes to MONAI's ``(y1, x1, y2, x2)`` order and back (the swap is its own inverse).
+:func:`map_boxes` maps boxes of either order (``order="spatial"``, the default, or ``"xy"``);
+:func:`tile_boxes_to_original` and :func:`original_boxes_to_frame` take detections, so ``"xy"``.
 
 Example:
     .. code-block:: python
@@ -61,6 +68,8 @@ from monai.data.box_utils import clip_boxes_to_image
 from monai.utils import convert_data_type, convert_to_dst_type
 
 __all__ = [
+    "BOX_ORDER",
+    "BOX_ORDERS",
     "FrameRecord",
     "from_spatial_order",
     "map_boxes",
@@ -68,6 +77,12 @@ __all__ = [
     "tile_boxes_to_original",
     "to_spatial_order",
 ]
+
+
+BOX_ORDER = "spatial"
+"""Box order inside MONAI pipelines: coordinate ``k`` along spatial dim ``k`` (row, column)."""
+BOX_ORDERS = ("spatial", "xy")
+"""``"spatial"``: ``(row1, col1, row2, col2)``; ``"xy"``: ``(x1, y1, x2, y2)``, x = column."""
 
 
 class FrameRecord(NamedTuple):
@@ -249,10 +264,12 @@ from_spatial_order = to_spatial_order
 """Alias of :func:`to_spatial_order` for readability when converting MONAI boxes back."""
 
 
-def map_boxes(boxes: NdarrayOrTensor, record: FrameRecord | Sequence[float]) -> NdarrayOrTensor:
-    """Map ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` (x = column) through ``record``.
+def map_boxes(
+    boxes: NdarrayOrTensor, record: FrameRecord | Sequence[float], order: str = BOX_ORDER
+) -> NdarrayOrTensor:
+    """Map ``(N, 4)`` boxes through ``record``.
 
-    The single place where box coordinates change frames: a flip reverses ``x1``/``x2``, a
+    The single place where box coordinates change frames: a flip reverses the column pair, a
     scale multiplies, an offset adds. It is MONAI's
     :func:`~monai.apps.detection.transforms.box_ops.apply_affine_to_boxes` with the
     :meth:`FrameRecord.spatial_affine` matrix (corners re-ordered after a flip), computed in
@@ -262,19 +279,26 @@ def map_boxes(boxes: NdarrayOrTensor, record: FrameRecord | Sequence[float]) -> 
     Args:
         boxes: ``(N, 4)`` numpy array or torch tensor in the record's current frame.
         record: the :class:`FrameRecord` (or its numbers).
+        order: ``"spatial"`` (MONAI's ``(row1, col1, row2, col2)``, inside pipelines) or ``"xy"``
+            (``(x1, y1, x2, y2)``, x = column: detections).
 
     Raises:
-        ValueError: when ``boxes`` is not ``(N, 4)`` or holds NaN/inf.
+        ValueError: when ``boxes`` is not ``(N, 4)`` or holds NaN/inf, or ``order`` is unknown.
     """
     record = record if isinstance(record, FrameRecord) else FrameRecord.from_any(record)
+    if order not in BOX_ORDERS:
+        raise ValueError(f"order must be one of {BOX_ORDERS}, got {order!r}.")
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must have shape (N, 4) (x1, y1, x2, y2), got shape {tuple(boxes.shape)}.")
+        raise ValueError(f"boxes must have shape (N, 4), got shape {tuple(boxes.shape)}.")
     b = np.asarray(convert_data_type(boxes, np.ndarray)[0], dtype=np.float64)
     if not np.isfinite(b).all():
         raise ValueError(f"boxes of shape {tuple(boxes.shape)} contain NaN or inf values.")
-    x = b[:, [0, 2]] * record.scale_x + record.offset_x
-    y = b[:, [1, 3]] * record.scale_y + record.offset_y
-    out = np.stack([x.min(axis=1), y.min(axis=1), x.max(axis=1), y.max(axis=1)], axis=1)
+    cx, cy = ((1, 3), (0, 2)) if order == "spatial" else ((0, 2), (1, 3))
+    x = b[:, cx] * record.scale_x + record.offset_x
+    y = b[:, cy] * record.scale_y + record.offset_y
+    lo_x, hi_x, lo_y, hi_y = x.min(axis=1), x.max(axis=1), y.min(axis=1), y.max(axis=1)
+    corners = (lo_y, lo_x, hi_y, hi_x) if order == "spatial" else (lo_x, lo_y, hi_x, hi_y)
+    out = np.stack(corners, axis=1)
     floating = (
         boxes.is_floating_point()
         if isinstance(boxes, torch.Tensor)
@@ -312,7 +336,7 @@ def tile_boxes_to_original(
             boxes = tile_boxes_to_original(pred_boxes, tiles[3].frame)
     """
     record = record if isinstance(record, FrameRecord) else FrameRecord.from_any(record)
-    out = map_boxes(boxes, record)
+    out = map_boxes(boxes, record, order="xy")
     if clip and record.height_px > 0 and record.width_px > 0 and out.shape[0] > 0:
         clipped, _ = clip_boxes_to_image(
             to_spatial_order(out), (record.height_px, record.width_px), remove_empty=False
@@ -324,10 +348,11 @@ def tile_boxes_to_original(
 def original_boxes_to_frame(
     boxes: NdarrayOrTensor, record: FrameRecord | Sequence[float], height_px: int = 0, width_px: int = 0
 ) -> NdarrayOrTensor:
-    """Map original-image boxes into the record's current frame (the inverse of :func:`map_boxes`).
+    """Map original-image ``(x1, y1, x2, y2)`` boxes into the record's current frame (the
+    inverse of :func:`tile_boxes_to_original`).
 
     Useful to place ground truth on a tile for inspection; ``height_px``/``width_px`` (the
     current frame's size) are passed to :meth:`FrameRecord.inverse` for later clipping.
     """
     record = record if isinstance(record, FrameRecord) else FrameRecord.from_any(record)
-    return map_boxes(boxes, record.inverse(height_px, width_px))
+    return map_boxes(boxes, record.inverse(height_px, width_px), order="xy")

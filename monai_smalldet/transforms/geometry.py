@@ -7,9 +7,9 @@ Nothing here moves a box by itself: every box change goes through
 whose geometry is exactly one :class:`FrameRecord`, and keep MONAI ``MetaTensor`` metadata
 (``affine``, ``pixel_spacing_mm``) in step with the pixels.
 
-Conventions: images ``(C, H, W)`` (channels, rows, columns); boxes ``(N, 4)``
-``(x1, y1, x2, y2)`` with x = column, continuous pixel coordinates (pixel ``i`` spans
-``[i, i + 1)``).
+Conventions: images ``(C, H, W)`` (channels, rows, columns); boxes ``(N, 4)`` in MONAI's
+spatial order ``(row1, col1, row2, col2)`` (:data:`~monai_smalldet.transforms.frames.BOX_ORDER`),
+continuous pixel coordinates (pixel ``i`` spans ``[i, i + 1)``).
 """
 
 from __future__ import annotations
@@ -129,22 +129,26 @@ def as_boxes(boxes: Any, name: str = "boxes") -> NdarrayOrTensor:
     if out.ndim == 1 and out.shape[0] == 0:
         out = out.reshape(0, 4)
     if out.ndim != 2 or out.shape[1] != 4:
-        raise ValueError(f"{name} must have shape (N, 4) (x1, y1, x2, y2), got shape {tuple(out.shape)}.")
+        raise ValueError(
+            f"{name} must have shape (N, 4) (row1, col1, row2, col2), got shape {tuple(out.shape)}."
+        )
     return out
 
 
 def check_boxes(boxes: NdarrayOrTensor, spatial_size: Sequence[int], name: str = "boxes") -> np.ndarray:
-    """Check ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` (x = column) against an image of ``(H, W)``.
+    """Check ``(N, 4)`` boxes ``(row1, col1, row2, col2)`` (MONAI's order) against an image of ``(H, W)``.
 
     Returns the boxes as a float64 numpy array.
 
     Raises:
-        ValueError: wrong shape, NaN/inf, ``x2 < x1`` or ``y2 < y1``, or a box outside
-            ``[0, W] x [0, H]`` (by more than :data:`BOX_TOLERANCE_PX`), naming the shapes.
+        ValueError: wrong shape, NaN/inf, ``row2 < row1`` or ``col2 < col1``, or a box outside
+            ``[0, H] x [0, W]`` (by more than :data:`BOX_TOLERANCE_PX`), naming the shapes.
     """
     b = np.asarray(convert_data_type(boxes, np.ndarray)[0], dtype=np.float64)
     if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"{name} must have shape (N, 4) (x1, y1, x2, y2), got shape {tuple(b.shape)}.")
+        raise ValueError(
+            f"{name} must have shape (N, 4) (row1, col1, row2, col2), got shape {tuple(b.shape)}."
+        )
     if b.shape[0] == 0:
         return b
     if not np.isfinite(b).all():
@@ -152,16 +156,17 @@ def check_boxes(boxes: NdarrayOrTensor, spatial_size: Sequence[int], name: str =
     if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
         bad = np.flatnonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
         raise ValueError(
-            f"{name} must satisfy x2 >= x1 and y2 >= y1 (x = column); rows {bad.tolist()} do not."
+            f"{name} must satisfy row2 >= row1 and col2 >= col1 (MONAI's order); rows {bad.tolist()} do not."
         )
     h, w = int(spatial_size[0]), int(spatial_size[1])
     tol = BOX_TOLERANCE_PX
-    outside = (b[:, 0] < -tol) | (b[:, 1] < -tol) | (b[:, 2] > w + tol) | (b[:, 3] > h + tol)
+    outside = (b[:, 0] < -tol) | (b[:, 1] < -tol) | (b[:, 2] > h + tol) | (b[:, 3] > w + tol)
     if outside.any():
         rows = np.flatnonzero(outside)
         raise ValueError(
             f"{name} rows {rows.tolist()} lie outside the image of (H, W) = ({h}, {w}) "
-            f"(boxes are x1, y1, x2, y2 with x = column): {b[rows].tolist()}."
+            f"(boxes are row1, col1, row2, col2, MONAI's order; datalist boxes x1, y1, x2, y2 enter "
+            f"through BoxesToSpatialOrderd): {b[rows].tolist()}."
         )
     return b
 
@@ -315,7 +320,7 @@ class FrameStepd(MapTransform, InvertibleTransform):
 
     Args:
         image_keys: keys of the ``(C, H, W)`` images to transform (all share one geometry).
-        box_keys: keys of ``(N, 4)`` boxes ``(x1, y1, x2, y2)``, x = column, pixels (lists accepted).
+        box_keys: keys of ``(N, 4)`` boxes ``(row1, col1, row2, col2)`` (MONAI's order), pixels (lists accepted).
         box_ref_image_keys: the single key of the image the boxes are attached to and the step
             is planned on; default: the first of ``image_keys``.
         frame_key: key of the travelling :class:`FrameRecord`.
@@ -436,10 +441,10 @@ class FrameStepd(MapTransform, InvertibleTransform):
 
 
 def _clip_to(boxes: NdarrayOrTensor, size: Sequence[float]) -> NdarrayOrTensor:
-    """Clip ``(x1, y1, x2, y2)`` boxes to ``[0, W] x [0, H]`` (round-off only; nothing removed)."""
+    """Clip ``(row1, col1, row2, col2)`` boxes to ``[0, H] x [0, W]`` (round-off only; nothing removed)."""
     if boxes.shape[0] == 0:
         return boxes
     b = np.asarray(convert_data_type(boxes, np.ndarray)[0], dtype=np.float64)
-    b[:, [0, 2]] = b[:, [0, 2]].clip(0.0, size[1])
-    b[:, [1, 3]] = b[:, [1, 3]].clip(0.0, size[0])
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0.0, size[0])
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0.0, size[1])
     return convert_to_dst_type(b, dst=boxes, dtype=boxes.dtype)[0]

@@ -7,8 +7,8 @@ one orientation to learn (as in Rangarajan et al., Sci Rep 2022, and most mammog
 When the laterality is unknown it is estimated from the intensity mass: the chest-wall half
 of a mammogram holds most of the tissue.
 
-Boxes are ``(N, 4)`` ``(x1, y1, x2, y2)`` with x = column, continuous pixel coordinates;
-the flip maps ``x -> W - x`` (and swaps ``x1``/``x2``) through the project's one box-mapping
+Boxes are ``(N, 4)`` ``(row1, col1, row2, col2)`` (MONAI's order, :mod:`~monai_smalldet.transforms.boxes`), continuous pixel coordinates;
+the flip maps column ``c -> W - c`` (and swaps ``col1``/``col2``) through the project's one box-mapping
 function, :func:`~monai_smalldet.transforms.frames.map_boxes`.
 """
 
@@ -99,7 +99,7 @@ class NormalizeLaterality(Transform):
 
     Images are ``(C, H, W)``, numpy or torch/MetaTensor, same type out; a MetaTensor's
     ``affine`` is updated and ``meta["laterality_flipped"]`` set. Boxes are ``(N, 4)``
-    ``(x1, y1, x2, y2)``, x = column, continuous pixels.
+    ``(row1, col1, row2, col2)`` (MONAI's order), continuous pixels.
 
     Args:
         laterality: force ``"L"``/``"R"`` for every image (``None``: read or estimate).
@@ -185,7 +185,7 @@ class NormalizeLateralityd(FrameStepd):
 
     Args:
         image_keys: keys of the ``(C, H, W)`` images.
-        box_keys: keys of ``(N, 4)`` boxes ``(x1, y1, x2, y2)``, x = column, pixels.
+        box_keys: keys of ``(N, 4)`` boxes ``(row1, col1, row2, col2)`` (MONAI's order), pixels.
         box_ref_image_keys: the image the boxes belong to and the laterality is estimated on.
         laterality_key: data key holding ``"L"``/``"R"`` (missing or ``None``: look further).
         estimate: estimate an unknown laterality (else raise ``ValueError``).
@@ -196,9 +196,9 @@ class NormalizeLateralityd(FrameStepd):
         .. code-block:: python
 
             t = NormalizeLateralityd(image_keys="image", box_keys="box")
-            out = t({"image": np.zeros((1, 64, 48), np.float32), "box": [[40, 2, 48, 10]], "laterality": "R"})
-            out["box"]  # [[0, 2, 8, 10]]
-            t.inverse(out)["box"]  # [[40, 2, 48, 10]]
+            out = t({"image": np.zeros((1, 64, 48), np.float32), "box": [[2, 40, 10, 48]], "laterality": "R"})
+            out["box"]  # [[2, 0, 10, 8]] (row1, col1, row2, col2)
+            t.inverse(out)["box"]  # [[2, 40, 10, 48]]
     """
 
     def __init__(

@@ -9,7 +9,7 @@ exact ``k x k`` block mean (area interpolation, a box filter), any other factor 
 ``interpolate(mode="area")`` and MONAI ``Resize(anti_aliasing=True)`` is measured by
 ``benchmarks/transforms.py`` (``benchmarks/results/``).
 
-Boxes are ``(N, 4)`` ``(x1, y1, x2, y2)`` with x = column, continuous pixel coordinates,
+Boxes are ``(N, 4)`` ``(row1, col1, row2, col2)`` (MONAI's order, :mod:`~monai_smalldet.transforms.boxes`), continuous pixel coordinates,
 rescaled with the exact ratio of the output to the input size per axis (MONAI
 ``ResizeBox`` / ``ZoomBox(keep_size=False)`` semantics) through
 :func:`~monai_smalldet.transforms.frames.map_boxes`.
@@ -112,7 +112,7 @@ class ResampleToSpacing(Transform):
         tolerance: relative spacing difference below which the image is left as is.
 
     Returns (``__call__``):
-        ``(image, boxes, frame)``; boxes ``(N, 4)`` ``(x1, y1, x2, y2)``, x = column, pixels.
+        ``(image, boxes, frame)``; boxes ``(N, 4)`` ``(row1, col1, row2, col2)`` (MONAI's order), pixels.
 
     Example:
         .. code-block:: python
@@ -191,7 +191,7 @@ class ResampleToSpacingd(FrameStepd):
 
     Args:
         image_keys: keys of the ``(C, H, W)`` images.
-        box_keys: keys of ``(N, 4)`` boxes ``(x1, y1, x2, y2)``, x = column, pixels.
+        box_keys: keys of ``(N, 4)`` boxes ``(row1, col1, row2, col2)`` (MONAI's order), pixels.
         box_ref_image_keys: the image the boxes belong to.
         target_spacing_mm, tolerance: see :class:`ResampleToSpacing`.
         pixel_spacing_key: data key with ``(row, col)`` spacing in mm (``None``: use meta only).
@@ -249,7 +249,7 @@ class ResampleToSpacingd(FrameStepd):
 
 # -- the scale pyramid ---------------------------------------------------------------------------
 class ScaleLevel(NamedTuple):
-    """One pyramid level: image ``(C, H, W)``, boxes ``(N, 4)`` ``(x1, y1, x2, y2)`` (x = column)
+    """One pyramid level: image ``(C, H, W)``, boxes ``(N, 4)`` ``(row1, col1, row2, col2)`` (MONAI's order)
     in this level's pixels (``None`` if none given), the level's
     :class:`~monai_smalldet.transforms.frames.FrameRecord`, the factor and the level index.
 
@@ -288,7 +288,7 @@ class ScalePyramid(Transform):
     its last partial block averaging the pixels it has (``CropBreast`` rounds the crop to a
     multiple of 4 so that the default levels take the fast, whole-block path).
     NaN/inf in the input are detected on the coarsest level (one cheap reduction). Boxes are
-    ``(N, 4)`` ``(x1, y1, x2, y2)``, x = column, continuous pixels, mapped to each level with
+    ``(N, 4)`` ``(row1, col1, row2, col2)`` (MONAI's order), continuous pixels, mapped to each level with
     the exact size ratio.
 
     Args:
@@ -363,7 +363,7 @@ class ScalePyramidd(MapTransform, InvertibleTransform):
     """Dictionary version of :class:`ScalePyramid` (invertible).
 
     For every image key ``k`` writes ``k_scale0``, ``k_scale1``, ... (level order = ``scales``);
-    for every box key ``b`` writes ``b_scale<i>`` (``(N, 4)`` ``(x1, y1, x2, y2)``, x = column,
+    for every box key ``b`` writes ``b_scale<i>`` (``(N, 4)`` ``(row1, col1, row2, col2)``, MONAI's order,
     in level-``i`` pixels); writes the frame record of each level to ``<frame_key>_scale<i>``
     and the factors to ``scales_key``. Labels are unchanged (no box is dropped). The input keys
     are removed unless ``keep_input=True``. :meth:`inverse` rebuilds the input keys from level 0
@@ -511,7 +511,7 @@ class DegradeResolution(Transform):
 
     The paper's resolution ablation (crops from true full resolution vs. upsampled low
     resolution): detail finer than ``1 / factor`` pixels is lost while the geometry is
-    unchanged, so boxes ``(x1, y1, x2, y2)`` (x = column) and frame records stay valid as they
+    unchanged, so boxes and frame records stay valid as they
     are. Down: anti-aliased bilinear to ``round(H * factor)``; up: bilinear to ``(H, W)``
     (both with ``align_corners=False``, so the composition maps every point to itself).
 
@@ -540,7 +540,7 @@ class DegradeResolution(Transform):
 class DegradeResolutiond(MapTransform):
     """Dictionary version of :class:`DegradeResolution` on ``keys``.
 
-    Boxes (``(x1, y1, x2, y2)``, x = column) and frame records need no change.
+    Boxes and frame records need no change.
 
     Example:
         .. code-block:: python

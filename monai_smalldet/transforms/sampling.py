@@ -44,8 +44,8 @@ SMALL_BOX_RULES = ("enlarge", "keep")
 
 
 def enlarge_small_boxes(boxes: np.ndarray, min_px: float, size_hw: Sequence[int]) -> np.ndarray:
-    """Grow each side of ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` (x = column) shorter than
-    ``min_px`` to ``min_px`` about the box centre, then clip to an image of ``size_hw``
+    """Grow each side of ``(N, 4)`` boxes ``(row1, col1, row2, col2)`` (MONAI's order) shorter
+    than ``min_px`` to ``min_px`` about the box centre, then clip to an image of ``size_hw``
     ``(rows, columns)``. Longer sides are unchanged.
 
     Example:
@@ -53,7 +53,7 @@ def enlarge_small_boxes(boxes: np.ndarray, min_px: float, size_hw: Sequence[int]
         [[8.0, 10.0, 16.0, 30.0]]
     """
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
-    for lo, hi, limit in ((0, 2, size_hw[1]), (1, 3, size_hw[0])):
+    for lo, hi, limit in ((0, 2, size_hw[0]), (1, 3, size_hw[1])):
         centre = (b[:, lo] + b[:, hi]) / 2
         grow = (b[:, hi] - b[:, lo]) < min_px
         b[grow, lo] = centre[grow] - min_px / 2
@@ -89,7 +89,7 @@ class RandLesionTileSamplerd(Randomizable, MapTransform):
 
     Reads what :class:`~monai_smalldet.transforms.ScalePyramidd` writes (``<key>_scale<i>``
     images and boxes, ``frame_scale<i>``, ``pyramid_scales``) or a single image. Boxes are
-    ``(x1, y1, x2, y2)`` level pixels, x = column. Returns a list of tile dicts with ``image_keys``
+    ``(row1, col1, row2, col2)`` level pixels (MONAI's order). Returns a list of tile dicts with ``image_keys``
     ``(C, tile_size, tile_size)``, ``box_key`` ``(N, 4)`` float32 tile pixels, the aligned
     ``label_keys``, ``frame_key`` (tile -> original image), ``tile_level``, ``tile_scale``,
     ``tile_zoom`` and ``tile_kind`` (``"positive"``, ``"hard_negative"``, ``"negative"``).
@@ -228,8 +228,8 @@ class RandLesionTileSamplerd(Randomizable, MapTransform):
             x0 = int(self.R.randint(max(w - window, 0) + 1))
             y0 = int(self.R.randint(max(h - window, 0) + 1))
         else:
-            x0 = _place(float(hold[0]), float(hold[2]), window, w, self.R.rand())
-            y0 = _place(float(hold[1]), float(hold[3]), window, h, self.R.rand())
+            x0 = _place(float(hold[1]), float(hold[3]), window, w, self.R.rand())
+            y0 = _place(float(hold[0]), float(hold[2]), window, h, self.R.rand())
         step = self.tile_size / window  # tile pixels per level pixel
         out: dict[Hashable, Any] = {k: self._cut(img, x0, y0, window) for k, img in level["images"].items()}
         boxes = self._level_boxes(d, level, self.box_key)

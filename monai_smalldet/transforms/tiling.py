@@ -16,7 +16,7 @@ whole at 0.5X and 0.25X, and the fusion (WBF) merges the parts seen at X.
 ``benchmarks/transforms.py`` measures tile count and whole-lesion coverage against the
 overlap on synthetic data (see ``benchmarks/results/transforms.json``).
 
-Boxes are ``(N, 4)`` ``(x1, y1, x2, y2)`` with x = column, continuous pixel coordinates.
+Boxes are ``(N, 4)`` ``(row1, col1, row2, col2)`` (MONAI's order, :mod:`~monai_smalldet.transforms.boxes`), continuous pixel coordinates.
 Tile rectangles are given the same way (integers, end exclusive). For training, boxes are
 clipped to each tile and dropped below ``min_visibility`` of their area (SAHI's default 0.1),
 labels kept aligned (MONAI ``select_labels``).
@@ -40,7 +40,7 @@ from monai.transforms import MapTransform
 from monai.transforms.transform import Randomizable, Transform
 from monai.utils import convert_data_type, convert_to_dst_type, ensure_tuple
 
-from .frames import FrameRecord, from_spatial_order, map_boxes, to_spatial_order
+from .frames import FrameRecord, map_boxes
 from .geometry import as_boxes, check_boxes, check_image, frame_of, to_numpy_view, to_torch, update_meta
 from .pyramid import pyramid_key
 
@@ -123,8 +123,8 @@ class TileGrid:
 
 
 class Tile(NamedTuple):
-    """One tile: the image ``(C, tile, tile)``, its boxes ``(N, 4)`` ``(x1, y1, x2, y2)``
-    (x = column) in tile pixels and labels (``None`` if none given), the
+    """One tile: the image ``(C, tile, tile)``, its boxes ``(N, 4)`` ``(row1, col1, row2, col2)``
+    (MONAI's order) in tile pixels and labels (``None`` if none given), the
     :class:`~monai_smalldet.transforms.frames.FrameRecord` mapping tile pixels to the original
     image, its origin ``(x, y)`` in the level's pixels, the padding ``(x, y)`` added after the
     last column/row, the pyramid factor and level index.
@@ -154,9 +154,9 @@ def clip_boxes_to_tile(
 ) -> tuple[NdarrayOrTensor, Any]:
     """Boxes of a level cut to one tile, in tile pixels, with their labels kept aligned.
 
-    Boxes ``(x1, y1, x2, y2)`` (x = column) are shifted to the tile origin with
+    Boxes ``(row1, col1, row2, col2)`` (MONAI's order) are shifted to the tile origin with
     :func:`~monai_smalldet.transforms.frames.map_boxes`, clipped with MONAI
-    :func:`~monai.data.box_utils.clip_boxes_to_image` (in MONAI's row-first order) and kept
+    :func:`~monai.data.box_utils.clip_boxes_to_image` and kept
     when the visible part is at least ``min_visibility`` of the box area (a zero-area box is
     kept when it lies in the tile). Labels are selected with MONAI's ``select_labels``.
     """
@@ -164,13 +164,12 @@ def clip_boxes_to_tile(
     shifted = map_boxes(boxes, FrameRecord.translation(-x1, -y1))
     if shifted.shape[0] == 0:
         return shifted, (select_labels(labels, np.zeros(0, dtype=bool)) if labels is not None else None)
-    clipped, _ = clip_boxes_to_image(to_spatial_order(shifted), (y2 - y1, x2 - x1), remove_empty=False)
-    clipped = from_spatial_order(clipped)
+    clipped, _ = clip_boxes_to_image(shifted, (y2 - y1, x2 - x1), remove_empty=False)
     s = np.asarray(convert_data_type(shifted, np.ndarray)[0], dtype=np.float64)
     c = np.asarray(convert_data_type(clipped, np.ndarray)[0], dtype=np.float64)
     area = (s[:, 2] - s[:, 0]) * (s[:, 3] - s[:, 1])
     visible = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
-    inside = (s[:, 0] < x2 - x1) & (s[:, 2] > 0) & (s[:, 1] < y2 - y1) & (s[:, 3] > 0)
+    inside = (s[:, 0] < y2 - y1) & (s[:, 2] > 0) & (s[:, 1] < x2 - x1) & (s[:, 3] > 0)
     keep = np.where(area > 0, visible >= min_visibility * np.maximum(area, 1e-12), inside) & inside
     keep_t = convert_to_dst_type(
         keep, dst=clipped, dtype=torch.bool if isinstance(clipped, torch.Tensor) else bool
@@ -188,7 +187,7 @@ class SystematicTile(Transform):
     it (a fully convolutional network takes any size divisible by its stride: inference then
     computes no more padding than it must). Unpadded tiles are views
     of the level (no copy) unless ``copy=True``. Boxes (training; ``(N, 4)``
-    ``(x1, y1, x2, y2)``, x = column, continuous pixels) are clipped to each tile with
+    ``(row1, col1, row2, col2)`` (MONAI's order), continuous pixels) are clipped to each tile with
     :func:`clip_boxes_to_tile`, labels kept aligned. Each tile carries its frame record (tile pixels ->
     original image), origin, padding, scale and level; a MetaTensor tile also carries them in
     ``meta`` (``tile_origin_px``, ``tile_pad_px``, ``pyramid_scale``, ``pyramid_level``).
@@ -410,8 +409,8 @@ class SystematicTiled(MapTransform):
     and returns one dict per tile, all levels together, like MONAI's
     ``RandCropByPosNegLabeld`` (a ``monai.data.Dataset`` flattens the list and
     ``list_data_collate`` batches it). Each tile dict holds, under the *base* keys:
-    ``image_keys`` (the tile), ``box_keys`` (boxes in tile pixels, ``(x1, y1, x2, y2)``,
-    x = column), ``label_keys`` (aligned), ``frame_key`` (the
+    ``image_keys`` (the tile), ``box_keys`` (boxes in tile pixels, ``(row1, col1, row2, col2)``,
+    MONAI's order), ``label_keys`` (aligned), ``frame_key`` (the
     :class:`~monai_smalldet.transforms.frames.FrameRecord` to pass to
     :func:`~monai_smalldet.transforms.frames.tile_boxes_to_original`), plus ``tile_origin_px``
     ``(x, y)``, ``tile_pad_px`` ``(x, y)``, ``tile_scale``, ``tile_level`` and every other key
@@ -540,8 +539,8 @@ class RandTileSamplerd(Randomizable, SystematicTiled):
     """Draw training tiles from all pyramid levels with a positive:negative ratio.
 
     The systematic tiles of every level (as :class:`SystematicTiled` makes them) are split
-    into *positive* tiles (at least one box of ``box_keys``, ``(x1, y1, x2, y2)`` with
-    x = column, visible by ``min_visibility``) and
+    into *positive* tiles (at least one box of ``box_keys``, ``(row1, col1, row2, col2)`` in
+    MONAI's order, visible by ``min_visibility``) and
     *negative* ones; ``num_samples`` tiles are drawn, each positive with probability
     ``pos / (pos + neg)`` (MONAI ``RandCropByPosNegLabeld`` semantics), uniformly within its
     pool (with replacement); when a pool is empty the other one is used. Without this, the
