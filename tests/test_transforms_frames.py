@@ -6,13 +6,19 @@ inside pipelines the same boxes are in MONAI's order (row1, col1, row2, col2), t
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
 from monai.apps.detection.transforms.box_ops import apply_affine_to_boxes
-from monai.data import list_data_collate
+from monai.data import CacheDataset, PersistentDataset, list_data_collate
+from monai.transforms import Compose, EnsureTyped
 from torch.utils.data import default_collate
 
+from monai_smalldet.data.synthetic import generate_dataset, load_datalist
+from monai_smalldet.transforms import Preprocessing
 from monai_smalldet.transforms.frames import (
     FrameRecord,
     from_spatial_order,
@@ -112,3 +118,50 @@ def test_record_is_batched_by_dataloader_collate_and_unbatched(collate) -> None:
     # a batch of one is read directly
     one = collate([{"frame": records[1]}])["frame"]
     assert FrameRecord.from_any(one) == records[1]
+
+
+def _pipeline_items(tmp_path) -> tuple[list[dict], Compose]:
+    """Two synthetic mammograms (a left and a right breast) and the deterministic training steps."""
+    datalist = generate_dataset(
+        tmp_path / "data", n_train=2, n_val=0, n_test=0, seed=5, scale=0.08, progress=False
+    )
+    items = load_datalist(datalist, "training")
+    prep = Preprocessing(pixel_spacing_mm=0.875, scales=(1.0, 0.5), tile_size=64)
+    return items, Compose(prep.dictionary_transforms("image", ["box", "benign_box"]))
+
+
+@pytest.mark.parametrize("dataset", ["cache", "persistent"])
+def test_records_survive_monai_datasets_with_their_defaults(tmp_path, dataset: str) -> None:
+    """CacheDataset rebuilds every tuple from a generator (``convert_to_contiguous``),
+    PersistentDataset pickles: the records come back as equal FrameRecords."""
+    items, pre = _pipeline_items(tmp_path)
+    plain = [pre(dict(item)) for item in items]
+    if dataset == "cache":
+        ds = CacheDataset(items, pre, cache_rate=1.0, num_workers=0, progress=False)
+    else:
+        ds = PersistentDataset(items, pre, cache_dir=tmp_path / "cache")
+    for i, expected in enumerate(plain):
+        got = ds[i]
+        for key in ("frame", "frame_scale0", "frame_scale1"):
+            assert type(got[key]) is FrameRecord and got[key] == expected[key]
+            assert all(isinstance(v, float | int) for v in got[key])
+
+
+def test_ensure_typed_record_is_read_back(tmp_path) -> None:
+    """EnsureTyped on a record key gives a 6-number tensor, which every consumer reads back."""
+    items, pre = _pipeline_items(tmp_path)
+    d = pre(dict(items[0]))
+    typed = EnsureTyped(keys=["frame", "frame_scale1"])(d)
+    assert isinstance(typed["frame_scale1"], torch.Tensor)
+    assert FrameRecord.from_any(typed["frame_scale1"]) == d["frame_scale1"]
+    boxes = np.asarray(d["box_scale1"])[:, [1, 0, 3, 2]]  # MONAI order -> detections' xy
+    np.testing.assert_allclose(
+        tile_boxes_to_original(boxes, typed["frame_scale1"]), tile_boxes_to_original(boxes, d["frame_scale1"])
+    )
+
+
+def test_record_constructor_accepts_one_iterable_and_survives_copies() -> None:
+    record = FrameRecord(-2.0, 100.0, 0.5, 3.0, 40, 50)
+    assert FrameRecord(v for v in record) == record == FrameRecord(list(record))
+    assert copy.deepcopy(record) == record and pickle.loads(pickle.dumps(record)) == record
+    assert FrameRecord(2.0) == FrameRecord(scale_x=2.0)  # one number: the first field, as before

@@ -58,7 +58,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -85,7 +85,23 @@ BOX_ORDERS = ("spatial", "xy")
 """``"spatial"``: ``(row1, col1, row2, col2)``; ``"xy"``: ``(x1, y1, x2, y2)``, x = column."""
 
 
-class FrameRecord(NamedTuple):
+class _FrameFields(NamedTuple):
+    scale_x: float = 1.0
+    offset_x: float = 0.0
+    scale_y: float = 1.0
+    offset_y: float = 0.0
+    height_px: int = 0
+    width_px: int = 0
+
+
+def _is_number(value: Any) -> bool:
+    """A scalar field value (a number, or a 0-d/1-element-per-batch tensor or array field)."""
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return value.ndim <= 1
+    return not isinstance(value, Iterable) or isinstance(value, str | bytes)
+
+
+class FrameRecord(_FrameFields):
     """Axis-aligned map from the current frame's pixel coordinates to the original image's.
 
     ``x_original = scale_x * x + offset_x`` and ``y_original = scale_y * y + offset_y``, with
@@ -105,6 +121,10 @@ class FrameRecord(NamedTuple):
         height_px: rows of the image the record maps into.
         width_px: columns of the image the record maps into.
 
+    A tuple of six numbers, so ``default_collate`` / ``list_data_collate`` batch it and
+    ``CacheDataset``, ``PersistentDataset``, ``copy.deepcopy`` and pickling keep it (MONAI's
+    ``convert_to_contiguous`` rebuilds it from one iterable, which the constructor accepts).
+
     Example:
         .. code-block:: python
 
@@ -112,12 +132,14 @@ class FrameRecord(NamedTuple):
             flip.map_points([[0.0, 10.0]])  # -> [[3328., 10.]]
     """
 
-    scale_x: float = 1.0
-    offset_x: float = 0.0
-    scale_y: float = 1.0
-    offset_y: float = 0.0
-    height_px: int = 0
-    width_px: int = 0
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> FrameRecord:
+        # one iterable of the six fields: how MONAI rebuilds a tuple it walks through
+        # (``type(data)(generator)`` in CacheDataset's ``convert_to_contiguous``)
+        if len(args) == 1 and not kwargs and not _is_number(args[0]):
+            args = tuple(args[0])
+        return super().__new__(cls, *args, **kwargs)
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
