@@ -35,8 +35,7 @@ from .networks import NetworkRunner, NetworkSpec, decode, load_checkpoint
 from .spacing import SpacingError, read_spacing_mm
 from .transforms.crop import CropBreast
 from .transforms.frames import FrameRecord, map_boxes, tile_boxes_to_original
-from .transforms.laterality import NormalizeLaterality
-from .transforms.pyramid import ResampleToSpacing, ScalePyramid
+from .transforms.preprocessing import Preprocessing
 from .transforms.tiling import SystematicTile
 
 __all__ = ["MODES", "MultiScaleDetector", "MultiScaleOutput", "cut_by_tile_border"]
@@ -153,11 +152,41 @@ class MultiScaleOutput:
         return out
 
 
+def _check_options(mode: str, batch_size: int | None, tile_iou_thr: float, air_margin_px: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if not 0.0 <= tile_iou_thr <= 1.0:
+        raise ValueError(f"tile_iou_thr must lie in [0, 1], got {tile_iou_thr}.")
+    if air_margin_px < 0:
+        raise ValueError(f"air_margin_px must be >= 0, got {air_margin_px}.")
+
+
+def _resolved_preprocessing(preprocessing: Preprocessing | None, **given: Any) -> Preprocessing:
+    """``preprocessing`` (default: no resampling) with the ``given`` settings that are not
+    ``None``; its tile size checked against the network stride."""
+    base = preprocessing if preprocessing is not None else Preprocessing(pixel_spacing_mm=None)
+    out = base.replace(**{k: v for k, v in given.items() if v is not None})
+    if out.tile_size % _STRIDE:
+        raise ValueError(
+            f"tile_size must be a multiple of the network stride {_STRIDE}, got {out.tile_size}."
+        )
+    return out
+
+
 class MultiScaleDetector:
     """Multi-scale, tiled YOLOv5 detection with cross-scale fusion (see the module docstring).
 
     Args:
         network: a YOLOv5 from :func:`~monai_smalldet.networks.build_network` (1-channel input).
+        preprocessing: the one definition of the input's preprocessing (spacing, laterality,
+            crop, scales, tile size, overlap) that the model was trained with;
+            :meth:`from_checkpoint` reads it from the checkpoint's spec. ``None``: the defaults
+            of :class:`~monai_smalldet.transforms.Preprocessing` without resampling. The six
+            keywords below (``scales``, ``tile_size``, ``overlap``, ``target_spacing_mm``,
+            ``crop_breast``, ``normalize_laterality``) override single settings of it when given
+            (``None``: keep).
         scales: pyramid factors (paper: ``(1.0, 0.5, 0.25)``).
         mode: ``"tiled"`` (systematic tiles, bounded memory) or ``"whole"`` (one pass per level).
         tile_size: tile side in pixels (paper: 1024).
@@ -179,7 +208,8 @@ class MultiScaleDetector:
         max_det: most boxes per tile.
         class_labels: dataset label of each network class.
         target_spacing_mm: resample inputs to this spacing first (the spacing the network was
-            trained at); ``None`` uses the image as it is.
+            trained at). To turn resampling off on a given ``preprocessing``, pass
+            ``preprocessing.replace(pixel_spacing_mm=None)``.
         crop_breast: crop away the air before the pyramid.
         normalize_laterality: mirror right breasts first (as in training).
         device: ``"cpu"``, ``"cuda"``, a :class:`torch.device`; ``None`` picks CUDA when present.
@@ -212,10 +242,11 @@ class MultiScaleDetector:
         self,
         network: torch.nn.Module,
         *,
-        scales: Sequence[float] = (1.0, 0.5, 0.25),
+        preprocessing: Preprocessing | None = None,
+        scales: Sequence[float] | None = None,
         mode: str = "tiled",
-        tile_size: int = 1024,
-        overlap: float = 0.1,
+        tile_size: int | None = None,
+        overlap: float | None = None,
         tile_edge: str = "trim",
         batch_size: int | None = None,
         fusion: str = "wbf",
@@ -226,8 +257,8 @@ class MultiScaleDetector:
         max_det: int = 300,
         class_labels: Sequence[int] = (1,),
         target_spacing_mm: float | None = None,
-        crop_breast: bool = True,
-        normalize_laterality: bool = True,
+        crop_breast: bool | None = None,
+        normalize_laterality: bool | None = None,
         device: str | torch.device | None = None,
         amp: bool = True,
         precision: str = "auto",
@@ -238,29 +269,26 @@ class MultiScaleDetector:
         crop_tiles_to_breast: bool | None = None,
         air_margin_px: int = 32,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if not 0.0 <= tile_iou_thr <= 1.0:
-            raise ValueError(f"tile_iou_thr must lie in [0, 1], got {tile_iou_thr}.")
-        if tile_size % _STRIDE:
-            raise ValueError(
-                f"tile_size must be a multiple of the network stride {_STRIDE}, got {tile_size}."
-            )
-        self.device = torch.device(
-            device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        _check_options(mode, batch_size, tile_iou_thr, air_margin_px)
+        self.preprocessing = _resolved_preprocessing(
+            preprocessing,
+            scales=scales,
+            tile_size=tile_size,
+            tile_overlap=overlap,
+            pixel_spacing_mm=target_spacing_mm,
+            crop_breast=crop_breast,
+            normalize_laterality=normalize_laterality,
         )
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.network = network.to(self.device).eval()
         self.mode = mode
-        if batch_size is None:
-            batch_size = 16 if self.device.type == "cuda" else 1
-        self.batch_size = int(batch_size)
-        self.pyramid = ScalePyramid(scales)
+        on_cuda = self.device.type == "cuda"
+        self.batch_size = int(batch_size if batch_size is not None else (16 if on_cuda else 1))
+        self.laterality, self.resample, self.crop, self.pyramid = self.preprocessing.array_transforms()
         self.scales = self.pyramid.scales
         self.tiler = SystematicTile(
-            tile_size=tile_size,
-            overlap=overlap,
+            tile_size=self.preprocessing.tile_size,
+            overlap=self.preprocessing.tile_overlap,
             edge=tile_edge,
             pad_multiple=_STRIDE if tile_edge == "trim" else None,
         )
@@ -268,15 +296,10 @@ class MultiScaleDetector:
         self.fusion_kwargs = dict(fusion_kwargs or {})
         self.fusion = get_fusion(fusion, **self.fusion_kwargs)
         self.tile_iou_thr = float(tile_iou_thr)
-        self.decode_kwargs = {
-            "conf_thres": conf_thres,
-            "iou_thres": iou_thres,
-            "max_det": max_det,
-            "class_labels": tuple(class_labels),
-        }
-        self.resample = ResampleToSpacing(target_spacing_mm) if target_spacing_mm else None
-        self.crop = CropBreast() if crop_breast else None
-        self.laterality = NormalizeLaterality() if normalize_laterality else None
+        labels = tuple(class_labels)
+        self.decode_kwargs = dict(
+            conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, class_labels=labels
+        )
         self.amp = bool(amp) and self.device.type == "cuda"
         self.runner = NetworkRunner(
             self.network,
@@ -287,11 +310,8 @@ class MultiScaleDetector:
             copy_network=copy_network,
         )
         self.skip_air_tiles = bool(skip_air_tiles)
-        if crop_tiles_to_breast is None:
-            crop_tiles_to_breast = self.device.type == "cpu"
-        self.crop_tiles_to_breast = bool(crop_tiles_to_breast) and self.skip_air_tiles
-        if air_margin_px < 0:
-            raise ValueError(f"air_margin_px must be >= 0, got {air_margin_px}.")
+        crop_tiles = self.device.type == "cpu" if crop_tiles_to_breast is None else crop_tiles_to_breast
+        self.crop_tiles_to_breast = bool(crop_tiles) and self.skip_air_tiles
         self.air_margin_px = int(air_margin_px)
         self._mask = self.crop if self.crop is not None else CropBreast()
         self.spec: NetworkSpec | None = None  # set by from_checkpoint
@@ -300,7 +320,9 @@ class MultiScaleDetector:
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device | None = None, **overrides: Any
     ) -> MultiScaleDetector:
-        """Load a checkpoint and take tile size, spacing, scales and fusion from its spec.
+        """Load a checkpoint and take its preprocessing (:meth:`Preprocessing.from_spec
+        <monai_smalldet.transforms.Preprocessing.from_spec>`: spacing, laterality, crop, scales,
+        tile size, overlap), class labels and fusion from its spec.
 
         Every setting can be overridden by keyword. The spec's fusion (chosen on validation by
         :func:`~monai_smalldet.engines.calibrate_checkpoint`) applies unless ``fusion`` is given;
@@ -310,10 +332,8 @@ class MultiScaleDetector:
         device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         network, spec = load_checkpoint(path, map_location=device)
         kwargs: dict[str, Any] = {
-            "scales": spec.scales,
-            "tile_size": spec.tile_size_px,
+            "preprocessing": Preprocessing.from_spec(spec),
             "class_labels": spec.class_labels,
-            "target_spacing_mm": spec.pixel_spacing_mm,
         }
         if spec.fusion and "fusion" not in overrides:
             kwargs["fusion"] = spec.fusion["name"]

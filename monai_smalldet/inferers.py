@@ -25,8 +25,9 @@ class MultiScaleInferer(Inferer):
     """Inferer for ``SupervisedEvaluator(inferer=MultiScaleInferer(...))`` and bundle configs.
 
     Args:
-        detector_kwargs: arguments of :class:`MultiScaleDetector` (``scales``, ``mode``,
-            ``tile_size``, ``fusion``, ...), except the network, which comes with each call
+        detector_kwargs: arguments of :class:`MultiScaleDetector` (``preprocessing``: the
+            :class:`~monai_smalldet.transforms.Preprocessing` the model trains with; ``mode``,
+            ``fusion``, ...), except the network, which comes with each call
             and runs as it is (``optimize=False`` unless given: it may still be training).
         per_scale: also return each level's own detections under ``box_scale<i>`` /
             ``label_scores_scale<i>`` (for per-scale FROC, the paper's Table 3).
@@ -34,7 +35,7 @@ class MultiScaleInferer(Inferer):
     Example:
         .. code-block:: python
 
-            inferer = MultiScaleInferer(scales=(1.0, 0.5, 0.25), tile_size=256, target_spacing_mm=0.28)
+            inferer = MultiScaleInferer(preprocessing=Preprocessing(pixel_spacing_mm=0.28, tile_size=256))
             preds = inferer(batch["image"], network)    # list of dicts, one per image
     """
 

@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
-from monai_smalldet.networks import load_checkpoint
+from monai_smalldet.networks import NetworkSpec, build_network, load_checkpoint, save_checkpoint
+from monai_smalldet.transforms import Preprocessing
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 TRAIN, EVALUATE, INFERENCE = (str(CONFIGS / f"{name}.yaml") for name in ("train", "evaluate", "inference"))
@@ -253,3 +254,33 @@ def test_full_profile_is_an_override_of_train(tmp_path: Path) -> None:
     assert type(quick.get_parsed_content("optimizer")).__name__ == "AdamW"
     assert quick.get_parsed_content("learning_rate") == pytest.approx(0.002)
     assert not (tmp_path / "unused").exists()
+
+
+def _parsed(config_file: str | list[str], **override) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(config_file)
+    parser.update(override)
+    return parser
+
+
+def test_one_preprocessing_item_reaches_training_validation_and_the_spec(tmp_path: Path) -> None:
+    """A crop or laterality setting changed once in the config reaches every consumer."""
+    parser = _parsed(TRAIN, **_tiny(tmp_path), **{"preprocessing#crop_margin_px": 8})
+    parser["preprocessing#normalize_laterality"] = False
+    steps = {type(t).__name__: t for t in parser.get_parsed_content("train#preprocessing_transforms")}
+    assert "NormalizeLateralityd" not in steps and steps["CropBreastd"].cropper.margin_px == 8
+    assert steps["ResampleToSpacingd"].resampler.target_spacing_mm[0] == 0.875
+    detector = parser.get_parsed_content("validate#inferer").detector(build_network("n"))
+    assert detector.laterality is None and detector.crop.margin_px == 8
+    assert (detector.preprocessing.tile_size, detector.scales) == (64, (1.0, 0.5, 0.25))
+    spec = parser.get_parsed_content("network_spec")
+    assert Preprocessing.from_spec(spec) == detector.preprocessing
+
+
+def test_evaluation_runs_the_checkpoints_preprocessing(tmp_path: Path) -> None:
+    """evaluate.yaml validates a checkpoint with the preprocessing its spec names, not the
+    training config's defaults."""
+    prep = Preprocessing(pixel_spacing_mm=0.5, scales=(1.0, 0.5), tile_size=96, crop_margin_px=4)
+    ckpt = save_checkpoint(tmp_path / "m.pt", build_network("n"), NetworkSpec(**prep.spec_fields()))
+    parser = _parsed([TRAIN, EVALUATE], **_tiny(tmp_path), ckpt_path=str(ckpt))
+    assert parser.get_parsed_content("validate#inferer").detector(build_network("n")).preprocessing == prep

@@ -19,6 +19,7 @@ from .checkpoint import (
     NetworkSpec,
     load_checkpoint,
     load_weights,
+    read_spec,
     save_checkpoint,
     write_spec,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "decode",
     "load_checkpoint",
     "load_weights",
+    "read_spec",
     "save_checkpoint",
     "write_spec",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "NetworkSpec",
     "load_checkpoint",
     "load_weights",
+    "read_spec",
     "save_checkpoint",
     "write_spec",
 ]
@@ -48,7 +49,12 @@ class NetworkSpec:
     ``fusion``: the cross-scale fusion chosen on validation, ``{"name": ..., "kwargs": {...}}``
     (``None``: the paper's WBF). ``operating_point``: the reporting threshold chosen on
     validation, ``{"score_threshold": t, "target_fpi": f, ...}`` (``None``: not calibrated;
-    see :func:`monai_smalldet.engines.calibrate_checkpoint`).
+    see :func:`monai_smalldet.engines.calibrate_checkpoint`). ``preprocessing``: the input's
+    remaining preprocessing settings (``normalize_laterality``, ``crop_breast``,
+    ``crop_margin_px``, ``tile_overlap``); with ``pixel_spacing_mm``, ``scales`` and
+    ``tile_size_px`` they name the model's
+    :class:`~monai_smalldet.transforms.Preprocessing` (``Preprocessing.from_spec``; ``None``:
+    a spec from before it was kept, read with that class's defaults).
     """
 
     variant: str = "n"
@@ -61,6 +67,7 @@ class NetworkSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     fusion: dict[str, Any] | None = None
     operating_point: dict[str, Any] | None = None
+    preprocessing: dict[str, Any] | None = None
 
     @property
     def score_threshold(self) -> float | None:
@@ -112,6 +119,22 @@ def write_spec(path: str | os.PathLike[str], spec: NetworkSpec) -> Path:
     return write_json_atomic(_spec_path(Path(path)), spec.to_dict())
 
 
+def read_spec(path: str | os.PathLike[str]) -> NetworkSpec:
+    """The JSON spec of checkpoint ``path`` (the ``.json`` beside it), without the weights.
+
+    Raises:
+        CheckpointError: the spec file is missing or not a valid spec.
+    """
+    path = Path(path)
+    spec_file = _spec_path(path)
+    if not spec_file.is_file():
+        raise CheckpointError(path, f"network spec {spec_file.name} not found beside the checkpoint")
+    try:
+        return NetworkSpec.from_dict(json.loads(spec_file.read_text()))
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(spec_file, f"invalid network spec: {err}") from err
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu", spec: NetworkSpec | None = None
 ) -> tuple[torch.nn.Module, NetworkSpec]:
@@ -133,13 +156,7 @@ def load_checkpoint(
     if not path.is_file():
         raise CheckpointError(path, "checkpoint file not found")
     if spec is None:
-        spec_file = _spec_path(path)
-        if not spec_file.is_file():
-            raise CheckpointError(path, f"network spec {spec_file.name} not found beside the checkpoint")
-        try:
-            spec = NetworkSpec.from_dict(json.loads(spec_file.read_text()))
-        except (ValueError, TypeError) as err:
-            raise CheckpointError(spec_file, f"invalid network spec: {err}") from err
+        spec = read_spec(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -26,6 +26,7 @@ from .frames import (
 from .geometry import FrameStepd
 from .io import LoadMammogram, LoadMammogramd
 from .laterality import NormalizeLaterality, NormalizeLateralityd, estimate_laterality, parse_laterality
+from .preprocessing import Preprocessing, PreprocessingSteps
 from .pyramid import (
     DEFAULT_SCALES,
     DegradeResolution,
@@ -55,6 +56,8 @@ __all__ = [
     "LoadMammogramd",
     "NormalizeLaterality",
     "NormalizeLateralityd",
+    "Preprocessing",
+    "PreprocessingSteps",
     "RandLesionTileSamplerd",
     "RandTileSamplerd",
     "ResampleToSpacing",
