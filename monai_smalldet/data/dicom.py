@@ -25,7 +25,7 @@ import math
 import os
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pydicom
@@ -338,16 +338,33 @@ def _read_dicom(
         ) from None
     except Exception as exc:
         raise MammogramReadError(path, f"unreadable DICOM data set ({type(exc).__name__}: {exc})") from None
-
-    # ---- modality ----------------------------------------------------------------------
     modality = _str_or_none(ds.get("Modality"))
     if modality != "MG":
         what = f"Modality is {modality!r}" if modality else "Modality is absent"
         if require_mg:
             raise MammogramReadError(path, f"not a mammogram: {what}, expected 'MG'")
         warnings.warn(f"{path}: {what}, expected 'MG'; reading it anyway", NonMammogramWarning, stacklevel=3)
+    layout = _pixel_layout(ds, path)
+    stored, tsyntax = _decode(ds, path, layout)
+    image = _dicom_intensities(
+        path, ds, stored, layout.bits_stored, layout.pixel_representation, apply_voi_lut
+    )
+    if layout.photometric == "MONOCHROME1":
+        image = 1.0 - image
+    return image, _dicom_meta(ds, path, layout, str(tsyntax), default_spacing_mm)
 
-    # ---- pixel module checks -------------------------------------------------------------
+
+class _PixelLayout(NamedTuple):
+    photometric: str
+    rows: int
+    columns: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+
+
+def _pixel_layout(ds: Dataset, path: str) -> _PixelLayout:
+    """The image pixel module's attributes, checked: one greyscale 2-D frame of 8 or 16 bits."""
     if "PixelData" not in ds:
         extra = ""
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
@@ -387,8 +404,12 @@ def _read_dicom(
         raise MammogramReadError(path, f"invalid BitsStored {bits_stored} for BitsAllocated {bits_allocated}")
     if pixel_representation not in (0, 1):
         raise MammogramReadError(path, f"invalid PixelRepresentation {pixel_representation}")
+    return _PixelLayout(photometric, rows, columns, bits_allocated, bits_stored, pixel_representation)
 
-    # ---- transfer syntax and decoding -----------------------------------------------------
+
+def _decode(ds: Dataset, path: str, layout: _PixelLayout) -> tuple[np.ndarray, UID]:
+    """The stored values ``(Rows, Columns)`` and the transfer syntax, after checking that it can
+    be decoded (a decoder for compressed data, enough bytes for native data)."""
     file_meta = getattr(ds, "file_meta", None)
     tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     if not tsyntax:
@@ -402,6 +423,7 @@ def _read_dicom(
             path,
             f"no decoder for transfer syntax {ts_text}: unknown to pydicom, cannot decode the pixel data",
         )
+    rows, columns, bits_allocated = layout.rows, layout.columns, layout.bits_allocated
     if tsyntax.is_compressed:
         _check_decoder(path, tsyntax, ts_text)
     else:
@@ -428,13 +450,14 @@ def _read_dicom(
         raise MammogramReadError(
             path, f"decoded pixel data has shape {stored.shape}, expected (Rows, Columns) = {(rows, columns)}"
         )
+    return stored, tsyntax
 
-    # ---- grayscale pipeline --------------------------------------------------------------
-    image = _dicom_intensities(path, ds, stored, bits_stored, pixel_representation, apply_voi_lut)
-    if photometric == "MONOCHROME1":
-        image = 1.0 - image
 
-    # ---- metadata -------------------------------------------------------------------------
+def _dicom_meta(
+    ds: Dataset, path: str, layout: _PixelLayout, transfer_syntax: str, default_spacing_mm: float
+) -> MammogramMeta:
+    """The header fields the pipeline uses; spacing from ImagerPixelSpacing, else PixelSpacing,
+    else ``default_spacing_mm`` (``spacing_source="default"``)."""
     spacing: tuple[float, float] | None = None
     source = "default"
     for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
@@ -448,26 +471,25 @@ def _read_dicom(
     if spacing is None:
         spacing = (default_spacing_mm, default_spacing_mm)
     laterality = _str_or_none(ds.get("ImageLaterality")) or _str_or_none(ds.get("Laterality"))
-    meta = MammogramMeta(
+    return MammogramMeta(
         path=path,
-        rows=rows,
-        columns=columns,
+        rows=layout.rows,
+        columns=layout.columns,
         pixel_spacing_mm=spacing,
         spacing_source=source,
         laterality=laterality.upper() if laterality else None,
         view=_str_or_none(ds.get("ViewPosition")),
-        photometric=photometric,
-        bits_stored=bits_stored,
-        modality=modality,
+        photometric=layout.photometric,
+        bits_stored=layout.bits_stored,
+        modality=_str_or_none(ds.get("Modality")),
         presentation_intent=_str_or_none(ds.get("PresentationIntentType")),
-        transfer_syntax=str(tsyntax),
+        transfer_syntax=transfer_syntax,
         study_instance_uid=_str_or_none(ds.get("StudyInstanceUID")),
         series_instance_uid=_str_or_none(ds.get("SeriesInstanceUID")),
         sop_instance_uid=_str_or_none(ds.get("SOPInstanceUID")),
         patient_id=_str_or_none(ds.get("PatientID")),
         source_format="dicom",
     )
-    return image, meta
 
 
 def _check_decoder(path: str, tsyntax: UID, ts_text: str) -> None:
