@@ -17,6 +17,41 @@ VOI LUT Function ``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``) -> normalisation t
 The LUT steps reuse :func:`pydicom.pixels.apply_modality_lut`,
 :func:`pydicom.pixels.apply_voi` and :func:`pydicom.pixels.apply_windowing` (the two
 halves of :func:`pydicom.pixels.apply_voi_lut`).
+
+Formats
+-------
+
+The format is recognised from the file content (``DICM`` marker, PNG/TIFF signatures,
+NIfTI magic), then from the suffix (``.nii``/``.nii.gz``, ``.png``, ``.tif``/``.tiff``).
+
+**DICOM** (any file with a ``DICM`` marker, whatever its name): the Modality LUT
+(Rescale Slope/Intercept or Modality LUT Sequence) is applied to the stored values.
+Then, if ``apply_voi`` and the file has a VOI LUT Sequence or Window Center/Width, the
+first VOI transform is applied (the LUT is preferred over the window) and the result is
+divided by pydicom's documented output range of that step: ``[0, 2**n - 1]`` for a VOI
+LUT with ``n`` bits per entry, the modality output range of the stored-value range for
+windowing (VOI LUT Function ``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``). Otherwise the
+values are normalised by the range the header allows: ``[0, 2**BitsStored - 1]``
+(unsigned) or ``[-2**(BitsStored-1), 2**(BitsStored-1) - 1]`` (signed), mapped through
+the Modality LUT. ``MONOCHROME1`` images are inverted (``1 - x``) so that bright means
+dense. Presentation LUT Shape is not applied: for MG it merely restates the
+photometric interpretation.
+
+**PNG / TIFF** (8- or 16-bit greyscale, single page, via Pillow): integer values are
+divided by ``2**b - 1`` where ``b`` is ``bits_stored`` if given, else the smallest of 8,
+10, 12, 14, 16 bits that holds the maximum value; float TIFFs are min-max normalised.
+The spacing is ``default_spacing_mm`` (``spacing_source="default"``).
+
+**NIfTI** (``.nii``/``.nii.gz`` via nibabel): NIfTI arrays are indexed ``(x, y)`` = (column,
+row) -- the convention MONAI's ``NibabelReader`` keeps -- so the array is **transposed**
+to ``(rows, cols)``; a writer should therefore store ``image_hw.T``. A trailing singleton
+dimension (``(x, y, 1)``) is squeezed. No reorientation by the affine is done. Spacing
+is ``(zooms[1], zooms[0])`` (``spacing_source="pixdim"``), converted to mm from the
+header's spatial unit. Float (or scaled, or negative integer) data are min-max
+normalised; non-negative integer data are treated like PNG.
+
+Images of any size from 1 x 1 up are accepted (a 1 x 1 image is a valid if useless
+image; downstream transforms decide what is too small); zero rows or columns are refused.
 """
 
 from __future__ import annotations
@@ -174,37 +209,8 @@ def read_mammogram(
 ) -> tuple[np.ndarray, MammogramMeta]:
     """Read one 2-D mammogram as ``float32`` ``(H, W)`` in ``[0, 1]``, bright = dense tissue.
 
-    The format is recognised from the file content (``DICM`` marker, PNG/TIFF signatures,
-    NIfTI magic), then from the suffix (``.nii``/``.nii.gz``, ``.png``, ``.tif``/``.tiff``).
-
-    **DICOM** (any file with a ``DICM`` marker, whatever its name): the Modality LUT
-    (Rescale Slope/Intercept or Modality LUT Sequence) is applied to the stored values.
-    Then, if ``apply_voi`` and the file has a VOI LUT Sequence or Window Center/Width, the
-    first VOI transform is applied (the LUT is preferred over the window) and the result is
-    divided by pydicom's documented output range of that step: ``[0, 2**n - 1]`` for a VOI
-    LUT with ``n`` bits per entry, the modality output range of the stored-value range for
-    windowing (VOI LUT Function ``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``). Otherwise the
-    values are normalised by the range the header allows: ``[0, 2**BitsStored - 1]``
-    (unsigned) or ``[-2**(BitsStored-1), 2**(BitsStored-1) - 1]`` (signed), mapped through
-    the Modality LUT. ``MONOCHROME1`` images are inverted (``1 - x``) so that bright means
-    dense. Presentation LUT Shape is not applied: for MG it merely restates the
-    photometric interpretation.
-
-    **PNG / TIFF** (8- or 16-bit greyscale, single page, via Pillow): integer values are
-    divided by ``2**b - 1`` where ``b`` is ``bits_stored`` if given, else the smallest of 8,
-    10, 12, 14, 16 bits that holds the maximum value; float TIFFs are min-max normalised.
-    The spacing is ``default_spacing_mm`` (``spacing_source="default"``).
-
-    **NIfTI** (``.nii``/``.nii.gz`` via nibabel): NIfTI arrays are indexed ``(x, y)`` = (column,
-    row) -- the convention MONAI's ``NibabelReader`` keeps -- so the array is **transposed**
-    to ``(rows, cols)``; a writer should therefore store ``image_hw.T``. A trailing singleton
-    dimension (``(x, y, 1)``) is squeezed. No reorientation by the affine is done. Spacing
-    is ``(zooms[1], zooms[0])`` (``spacing_source="pixdim"``), converted to mm from the
-    header's spatial unit. Float (or scaled, or negative integer) data are min-max
-    normalised; non-negative integer data are treated like PNG.
-
-    Images of any size from 1 x 1 up are accepted (a 1 x 1 image is a valid if useless
-    image; downstream transforms decide what is too small); zero rows or columns are refused.
+    The format is recognised from the content, then the suffix; each format's intensity
+    and spacing rules are in the module docstring (*Formats*).
 
     Args:
         path: file to read.
