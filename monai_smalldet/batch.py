@@ -192,14 +192,12 @@ def detect_files(
             (default: the reporting threshold, else 0.25).
         resume: skip images whose JSON exists.
         keep_phi: add the DICOM patient ID, name and birth date to each JSON (off by default).
-        time_limit_s: per-image limit (main thread on POSIX); an image past it fails with
-            :class:`ImageTimeoutError`.
+        time_limit_s: per-image limit (main thread on POSIX), else :class:`ImageTimeoutError`.
         assume_spacing_mm: spacing of images that record none (default: they fail, see
             :meth:`~monai_smalldet.inference.MultiScaleDetector.predict`).
         progress: show a progress bar.
 
-    Returns:
-        :class:`BatchResult`; ``failed.json`` is written in ``out_dir`` either way.
+    Returns: :class:`BatchResult`; ``failed.json`` is written in ``out_dir`` either way.
     """
     from tqdm.auto import tqdm
 
@@ -208,12 +206,10 @@ def detect_files(
     from .transforms.io import LoadMammogram
 
     point = operating_point(detector, report_threshold)
-    threshold = point["score_threshold"]
     if overlay_threshold is None:
-        overlay_threshold = threshold if threshold is not None else 0.25
+        overlay_threshold = point["score_threshold"] if point["score_threshold"] is not None else 0.25
     roots = [Path(i) for i in inputs]
-    files = expand_inputs(roots)
-    out = Path(out_dir)
+    files, out = expand_inputs(roots), Path(out_dir)
     remove_temporaries(out)  # half-written files a killed run left
     result = BatchResult(out_dir=out)
     model = {
