@@ -39,3 +39,24 @@ def mammogram_with_square(laterality: str, square_xyxy: tuple[int, int, int, int
     x1, y1, x2, y2 = square_xyxy
     img[y1:y2, x1:x2] = 1.0
     return img
+
+
+def write_right_breast_dicom(
+    path, shape_hw: tuple[int, int], lesion_xy, *, view: str = "CC", spacing_mm: float = 0.1
+):
+    """A right-breast MG DICOM (chest wall at the last column) with one bright rectangular lesion.
+
+    Breast pixels 1500, air 40, lesion 3800 (12-bit stored values); ``lesion_xy`` is
+    ``(x1, y1, x2, y2)`` stored-image pixels, x = column. Returns the path.
+    """
+    from monai_smalldet.data.dicom_writer import write_mammogram_dicom
+
+    h, w = shape_hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    breast = ((xx - w) / (0.8 * w)) ** 2 + ((yy - h / 2) / (0.42 * h)) ** 2 < 1
+    pixels = np.where(breast, 1500, 40).astype(np.uint16)
+    x1, y1, x2, y2 = (int(v) for v in lesion_xy)
+    pixels[y1:y2, x1:x2] = 3800
+    return write_mammogram_dicom(
+        path, pixels, pixel_spacing_mm=spacing_mm, laterality="R", view=view, bits_stored=12
+    )

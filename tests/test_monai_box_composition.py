@@ -21,7 +21,6 @@ from monai.apps.detection.transforms.dictionary import (
 )
 from monai.transforms import Compose, SpatialCropd
 
-from monai_smalldet.data.dicom_writer import write_mammogram_dicom
 from monai_smalldet.transforms import (
     BoxesToSpatialOrderd,
     CropBreastd,
@@ -31,6 +30,7 @@ from monai_smalldet.transforms import (
     from_spatial_order,
     tile_boxes_to_original,
 )
+from tests.fakes import write_right_breast_dicom
 
 H, W = 600, 400  # rows, columns at 0.1 mm
 LESION_XY = (280.0, 240.0, 320.0, 300.0)  # columns 280-320, rows 240-300: taller than wide
@@ -38,13 +38,9 @@ LESION_XY = (280.0, 240.0, 320.0, 300.0)  # columns 280-320, rows 240-300: talle
 
 @pytest.fixture(scope="module")
 def item(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    yy, xx = np.mgrid[0:H, 0:W]
-    breast = ((xx - W) / (0.85 * W)) ** 2 + ((yy - H / 2) / (0.45 * H)) ** 2 < 1  # chest wall on the right
-    pixels = np.where(breast, 1600, 60).astype(np.uint16)
-    x1, y1, x2, y2 = (int(v) for v in LESION_XY)
-    pixels[y1:y2, x1:x2] = 4000
-    path = tmp_path_factory.mktemp("composition") / "right_cc.dcm"
-    write_mammogram_dicom(path, pixels, pixel_spacing_mm=0.1, laterality="R", view="CC", bits_stored=12)
+    path = write_right_breast_dicom(
+        tmp_path_factory.mktemp("composition") / "right_cc.dcm", (H, W), LESION_XY
+    )
     return {"image": str(path), "box": [list(LESION_XY)], "label": np.array([1])}
 
 

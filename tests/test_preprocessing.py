@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from monai.transforms import Compose
 
-from monai_smalldet.data.dicom_writer import write_mammogram_dicom
 from monai_smalldet.inference import MultiScaleDetector
 from monai_smalldet.networks import NetworkSpec, build_network, read_spec, save_checkpoint
 from monai_smalldet.transforms import LoadMammogram, Preprocessing, tile_boxes_to_original
+from tests.fakes import write_right_breast_dicom
 
 H, W = 900, 600  # rows, columns at 0.1 mm
 LESION_XY = [410.0, 300.0, 450.0, 360.0]
@@ -23,14 +23,9 @@ LESION_XY = [410.0, 300.0, 450.0, 360.0]
 
 @pytest.fixture(scope="module")
 def dicom(tmp_path_factory: pytest.TempPathFactory):
-    yy, xx = np.mgrid[0:H, 0:W]
-    breast = ((xx - W) / (0.8 * W)) ** 2 + ((yy - H / 2) / (0.42 * H)) ** 2 < 1  # chest wall on the right
-    pixels = np.where(breast, 1500, 40).astype(np.uint16)
-    x1, y1, x2, y2 = (int(v) for v in LESION_XY)
-    pixels[y1:y2, x1:x2] = 3800
-    path = tmp_path_factory.mktemp("prep") / "r_mlo.dcm"
-    write_mammogram_dicom(path, pixels, pixel_spacing_mm=0.1, laterality="R", view="MLO", bits_stored=12)
-    return path
+    return write_right_breast_dicom(
+        tmp_path_factory.mktemp("prep") / "r_mlo.dcm", (H, W), LESION_XY, view="MLO"
+    )
 
 
 PREP = Preprocessing(pixel_spacing_mm=0.2, scales=(1.0, 0.5), tile_size=128, crop_margin_px=8)
