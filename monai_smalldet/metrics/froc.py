@@ -65,7 +65,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from monai.config import NdarrayOrTensor
@@ -224,6 +224,109 @@ class FROCResult:
         }
 
 
+class _Pooled(NamedTuple):
+    """Every image's lesions and false positives in one set of arrays."""
+
+    lesion_scores: np.ndarray
+    lesion_image: np.ndarray
+    sizes: np.ndarray
+    types: list[Any]
+    fp_scores: np.ndarray
+    fp_image: np.ndarray
+    pred_scores: np.ndarray
+
+
+def _pooled(matches: Sequence[ImageMatch]) -> _Pooled:
+    def image_index(counts: list[int]) -> np.ndarray:
+        return np.concatenate([np.full(n, i) for i, n in enumerate(counts)]).astype(np.int64)
+
+    return _Pooled(
+        lesion_scores=np.concatenate([m.lesion_scores for m in matches]),
+        lesion_image=image_index([m.num_lesions for m in matches]),
+        sizes=np.concatenate([m.lesion_sizes_mm for m in matches]),
+        types=[t for m in matches for t in m.lesion_types],
+        fp_scores=np.concatenate([m.fp_scores for m in matches]),
+        fp_image=image_index([m.fp_scores.shape[0] for m in matches]),
+        pred_scores=np.concatenate([m.pred_scores for m in matches]),
+    )
+
+
+def _stratum_curve(
+    name: str, mask: np.ndarray, pooled: _Pooled, thresholds: np.ndarray, num_images: int, fpis: np.ndarray
+) -> dict[str, Any]:
+    """FROC curve, sensitivities at ``fpis`` (interpolated and step) and CPM of one stratum."""
+    n_les = int(mask.sum())
+    if n_les == 0:
+        label = "the evaluated set" if name == "all" else f"stratum {name!r}"
+        warnings.warn(
+            f"{label} has no lesion: sensitivity is undefined (NaN).",
+            UndefinedSensitivityWarning,
+            stacklevel=4,
+        )
+    scores = pooled.lesion_scores[mask]
+    fpi, sens = _curve(scores[~np.isnan(scores)], pooled.fp_scores, thresholds, n_les, num_images)
+    keys = tuple(float(f) for f in fpis)
+    return {
+        "fpi": fpi,
+        "sensitivity": sens,
+        "num_lesions": n_les,
+        "interp": dict(zip(keys, sensitivity_at_fpi(fpi, sens, fpis, "interpolate").tolist(), strict=True)),
+        "step": dict(zip(keys, sensitivity_at_fpi(fpi, sens, fpis, "step").tolist(), strict=True)),
+        "cpm": _cpm(fpi, sens),
+    }
+
+
+def _bootstrap_intervals(
+    pooled: _Pooled,
+    masks: dict[str, np.ndarray],
+    num_images: int,
+    fpis: np.ndarray,
+    fmax: float,
+    n_bootstrap: int,
+    seed: int,
+    ci_level: float,
+) -> dict[str, FROCBootstrap]:
+    """Percentile intervals per stratum from ``n_bootstrap`` image resamples."""
+    grid = np.unique(
+        np.concatenate(
+            [np.linspace(0.0, fmax, 121), np.geomspace(fmax * 1e-3, fmax, 61) if fmax > 0 else [], fpis]
+        )
+    )
+    interp, step, cpm, band = _bootstrap(
+        pooled.lesion_scores,
+        pooled.lesion_image,
+        pooled.fp_scores,
+        pooled.fp_image,
+        list(masks.values()),
+        num_images,
+        fpis,
+        grid,
+        _counts_blocks(np.random.default_rng(seed), n_bootstrap, num_images),
+    )
+    keys = tuple(float(f) for f in fpis)
+    boot: dict[str, FROCBootstrap] = {}
+    for s, name in enumerate(masks):
+        lo_i, hi_i = _percentile_ci(interp[s], ci_level)
+        lo_s, hi_s = _percentile_ci(step[s], ci_level)
+        lo_c, hi_c = _percentile_ci(cpm[s][:, None], ci_level)
+        lo_g, hi_g = _percentile_ci(band[s], ci_level)
+        boot[name] = FROCBootstrap(
+            n_resamples=n_bootstrap,
+            seed=seed,
+            level=ci_level,
+            sensitivity_at_fpi={f: (float(a), float(b)) for f, a, b in zip(keys, lo_i, hi_i, strict=True)},
+            sensitivity_at_fpi_step={
+                f: (float(a), float(b)) for f, a, b in zip(keys, lo_s, hi_s, strict=True)
+            },
+            cpm=(float(lo_c[0]), float(hi_c[0])),
+            fpi_grid=_readonly(grid),
+            lower=_readonly(lo_g),
+            upper=_readonly(hi_g),
+            n_valid=int(np.sum(~np.isnan(cpm[s]))),
+        )
+    return boot
+
+
 def froc_from_matches(
     matches: Sequence[ImageMatch],
     *,
@@ -244,89 +347,19 @@ def froc_from_matches(
         raise ValueError(f"fpis must be >= 0, got {fpis_t}.")
     if n_bootstrap < 0 or not 0.0 < ci_level < 1.0:
         raise ValueError(f"need n_bootstrap >= 0 and 0 < ci_level < 1, got {n_bootstrap}, {ci_level}.")
-
-    lesion_scores = np.concatenate([m.lesion_scores for m in matches])
-    lesion_image = np.concatenate([np.full(m.num_lesions, i) for i, m in enumerate(matches)]).astype(np.int64)
-    sizes = np.concatenate([m.lesion_sizes_mm for m in matches])
-    types = [t for m in matches for t in m.lesion_types]
-    fp_scores = np.concatenate([m.fp_scores for m in matches])
-    fp_image = np.concatenate([np.full(m.fp_scores.shape[0], i) for i, m in enumerate(matches)]).astype(
-        np.int64
-    )
-    pred_scores = np.concatenate([m.pred_scores for m in matches])
-    thresholds = np.r_[np.inf, np.unique(pred_scores)[::-1]]
-
-    masks = {"all": np.ones(lesion_scores.shape[0], dtype=bool)}
+    pooled = _pooled(matches)
+    thresholds = np.r_[np.inf, np.unique(pooled.pred_scores)[::-1]]
+    masks = {"all": np.ones(pooled.lesion_scores.shape[0], dtype=bool)}
     if stratify:
-        masks.update(_strata_masks(sizes, types, size_threshold_mm))
-
-    results: dict[str, dict[str, Any]] = {}
-    for name, mask in masks.items():
-        n_les = int(mask.sum())
-        if n_les == 0:
-            label = "the evaluated set" if name == "all" else f"stratum {name!r}"
-            warnings.warn(
-                f"{label} has no lesion: sensitivity is undefined (NaN).",
-                UndefinedSensitivityWarning,
-                stacklevel=3,
-            )
-        scores = lesion_scores[mask]
-        fpi, sens = _curve(scores[~np.isnan(scores)], fp_scores, thresholds, n_les, num_images)
-        results[name] = {
-            "fpi": fpi,
-            "sensitivity": sens,
-            "num_lesions": n_les,
-            "interp": dict(
-                zip(fpis_t, sensitivity_at_fpi(fpi, sens, fpis_arr, "interpolate").tolist(), strict=True)
-            ),
-            "step": dict(zip(fpis_t, sensitivity_at_fpi(fpi, sens, fpis_arr, "step").tolist(), strict=True)),
-            "cpm": _cpm(fpi, sens),
-        }
-
+        masks.update(_strata_masks(pooled.sizes, pooled.types, size_threshold_mm))
+    results = {
+        name: _stratum_curve(name, mask, pooled, thresholds, num_images, fpis_arr)
+        for name, mask in masks.items()
+    }
     boot: dict[str, FROCBootstrap] = {}
     if n_bootstrap > 0:
         fmax = max(float(results["all"]["fpi"][-1]), float(fpis_arr.max(initial=0.0)))
-        grid = np.unique(
-            np.concatenate(
-                [
-                    np.linspace(0.0, fmax, 121),
-                    np.geomspace(fmax * 1e-3, fmax, 61) if fmax > 0 else [],
-                    fpis_arr,
-                ]
-            )
-        )
-        interp, step, cpm, band = _bootstrap(
-            lesion_scores,
-            lesion_image,
-            fp_scores,
-            fp_image,
-            list(masks.values()),
-            num_images,
-            fpis_arr,
-            grid,
-            _counts_blocks(np.random.default_rng(seed), n_bootstrap, num_images),
-        )
-        for s, name in enumerate(masks):
-            lo_i, hi_i = _percentile_ci(interp[s], ci_level)
-            lo_s, hi_s = _percentile_ci(step[s], ci_level)
-            lo_c, hi_c = _percentile_ci(cpm[s][:, None], ci_level)
-            lo_g, hi_g = _percentile_ci(band[s], ci_level)
-            boot[name] = FROCBootstrap(
-                n_resamples=n_bootstrap,
-                seed=seed,
-                level=ci_level,
-                sensitivity_at_fpi={
-                    f: (float(a), float(b)) for f, a, b in zip(fpis_t, lo_i, hi_i, strict=True)
-                },
-                sensitivity_at_fpi_step={
-                    f: (float(a), float(b)) for f, a, b in zip(fpis_t, lo_s, hi_s, strict=True)
-                },
-                cpm=(float(lo_c[0]), float(hi_c[0])),
-                fpi_grid=_readonly(grid),
-                lower=_readonly(lo_g),
-                upper=_readonly(hi_g),
-                n_valid=int(np.sum(~np.isnan(cpm[s]))),
-            )
+        boot = _bootstrap_intervals(pooled, masks, num_images, fpis_arr, fmax, n_bootstrap, seed, ci_level)
 
     def build(name: str, strata: dict[str, FROCResult]) -> FROCResult:
         r = results[name]
@@ -336,7 +369,7 @@ def froc_from_matches(
             thresholds=_readonly(thresholds),
             num_images=num_images,
             num_lesions=r["num_lesions"],
-            num_predictions=int(pred_scores.shape[0]),
+            num_predictions=int(pooled.pred_scores.shape[0]),
             fpis=fpis_t,
             sensitivity_at_fpi=r["interp"],
             sensitivity_at_fpi_step=r["step"],
