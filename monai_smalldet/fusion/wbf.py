@@ -86,9 +86,37 @@ def weighted_boxes_fusion(
         raise ValueError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}.")
     if not 0.0 <= iou_thr <= 1.0:
         raise ValueError(f"iou_thr must lie in [0, 1], got {iou_thr}.")
-    # ensemble-boxes' rows: [label, score * weight, weight, model, x1, y1, x2, y2]
+    rows = _wbf_rows(boxes_list, scores_list, labels_list, w, skip_box_thr)
+    if len(rows) == 0:
+        return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,)), np.zeros((0, num_models), dtype=bool)
+    _, first = np.unique(rows[:, 0], return_index=True)
+    fused, models = [], []
+    for label in rows[np.sort(first), 0]:  # labels in order of first appearance, as ensemble-boxes
+        boxes = rows[rows[:, 0] == label]
+        boxes = boxes[boxes[:, 1].argsort()[::-1]]
+        clusters, members = _wbf_clusters(boxes, iou_thr, conf_type)
+        for i, member in enumerate(members):
+            clusters[i, 1] = _rescaled_score(clusters[i], boxes[member], w, conf_type, allows_overflow)
+            found = np.zeros(num_models, dtype=bool)
+            found[boxes[member, 3].astype(np.int64)] = True
+            models.append(found)
+        fused.append(clusters)
+    out = np.concatenate(fused)
+    order = out[:, 1].argsort()[::-1]
+    return out[order, 4:], out[order, 1], out[order, 0], np.stack(models)[order]
+
+
+def _wbf_rows(
+    boxes_list: Sequence[np.ndarray],
+    scores_list: Sequence[np.ndarray],
+    labels_list: Sequence[np.ndarray],
+    w: np.ndarray,
+    skip_box_thr: float,
+) -> np.ndarray:
+    """ensemble-boxes' rows ``[label, score * weight, weight, model, x1, y1, x2, y2]`` of every
+    box kept (score not below ``skip_box_thr``, area not zero), inputs checked."""
     parts = []
-    for m in range(num_models):
+    for m in range(len(boxes_list)):
         boxes = np.asarray(boxes_list[m], dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores_list[m], dtype=np.float64).reshape(-1)
         labels = np.asarray(labels_list[m]).reshape(-1)
@@ -109,39 +137,28 @@ def weighted_boxes_fusion(
         rows[:, 3] = m
         rows[:, 4:] = boxes[keep]
         parts.append(rows)
-    rows = np.concatenate(parts) if parts else np.zeros((0, 8))
-    if len(rows) == 0:
-        return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,)), np.zeros((0, num_models), dtype=bool)
-    _, first = np.unique(rows[:, 0], return_index=True)
-    fused, models = [], []
-    for label in rows[np.sort(first), 0]:  # labels in order of first appearance, as ensemble-boxes
-        boxes = rows[rows[:, 0] == label]
-        boxes = boxes[boxes[:, 1].argsort()[::-1]]
-        clusters, members = _wbf_clusters(boxes, iou_thr, conf_type)
-        for i, member in enumerate(members):
-            n = len(member)
-            if conf_type == "box_and_model_avg":
-                clustered = boxes[member]
-                clusters[i, 1] = clusters[i, 1] * n / clusters[i, 2]
-                _, idx = np.unique(clustered[:, 3], return_index=True)
-                clusters[i, 1] = clusters[i, 1] * clustered[idx, 2].sum() / w.sum()
-            elif conf_type == "absent_model_aware_avg":
-                absent = np.ones(num_models, dtype=bool)
-                absent[np.unique(boxes[member, 3]).astype(int)] = False
-                clusters[i, 1] = clusters[i, 1] * n / (clusters[i, 2] + w[absent].sum())
-            elif conf_type == "max":
-                clusters[i, 1] = clusters[i, 1] / w.max()
-            elif not allows_overflow:
-                clusters[i, 1] = clusters[i, 1] * min(num_models, n) / w.sum()
-            else:
-                clusters[i, 1] = clusters[i, 1] * n / w.sum()
-            found = np.zeros(num_models, dtype=bool)
-            found[boxes[member, 3].astype(np.int64)] = True
-            models.append(found)
-        fused.append(clusters)
-    out = np.concatenate(fused)
-    order = out[:, 1].argsort()[::-1]
-    return out[order, 4:], out[order, 1], out[order, 0], np.stack(models)[order]
+    return np.concatenate(parts) if parts else np.zeros((0, 8))
+
+
+def _rescaled_score(
+    cluster: np.ndarray, clustered: np.ndarray, w: np.ndarray, conf_type: str, allows_overflow: bool
+) -> float:
+    """A cluster's final score by ``conf_type``, as ensemble-boxes computes it (``cluster``: the
+    fused row, ``clustered``: the rows of its boxes, ``w``: the model weights)."""
+    n, num_models, score = len(clustered), len(w), cluster[1]
+    if conf_type == "box_and_model_avg":
+        score = score * n / cluster[2]
+        _, idx = np.unique(clustered[:, 3], return_index=True)
+        return score * clustered[idx, 2].sum() / w.sum()
+    if conf_type == "absent_model_aware_avg":
+        absent = np.ones(num_models, dtype=bool)
+        absent[np.unique(clustered[:, 3]).astype(int)] = False
+        return score * n / (cluster[2] + w[absent].sum())
+    if conf_type == "max":
+        return score / w.max()
+    if not allows_overflow:
+        return score * min(num_models, n) / w.sum()
+    return score * n / w.sum()
 
 
 def _wbf_clusters(boxes: np.ndarray, iou_thr: float, conf_type: str) -> tuple[np.ndarray, list[list[int]]]:
