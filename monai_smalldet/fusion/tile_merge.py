@@ -161,32 +161,39 @@ def merge_tile_duplicates(
     if not 0.0 <= thr <= 1.0:
         raise ValueError(f"thr must lie in [0, 1], got {thr}.")
     i, j = _duplicate_pairs(boxes_np, labels_np, ids, cut_np, thr)
+    return _greedy_union(boxes_np, scores_np, labels_np, i, j)
+
+
+def _greedy_union(
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """By descending score (stable), each unvisited box absorbs its unvisited duplicates
+    (pairs ``i[k], j[k]``) and becomes their union with its own score and label."""
+    n = boxes.shape[0]
     # partners of every box as CSR arrays (each pair both ways)
     ends = np.concatenate([i, j])
     others = np.concatenate([j, i])
     by_box = np.argsort(ends, kind="stable")
     partners = others[by_box]
     start = np.searchsorted(ends[by_box], np.arange(n + 1))
-    order = np.argsort(-scores_np, kind="stable")
     open_ = np.ones(n, dtype=bool)
     out_boxes, out_scores, out_labels = [], [], []
-    for k in order.tolist():
+    for k in np.argsort(-scores, kind="stable").tolist():
         if not open_[k]:
             continue
         open_[k] = False
-        box = boxes_np[k]
-        if start[k + 1] > start[k]:
-            found = partners[start[k] : start[k + 1]]
-            found = found[open_[found]]
-            if len(found):
-                open_[found] = False
-                members = boxes_np[found]
-                box = np.concatenate(
-                    [np.minimum(box[:2], members[:, :2].min(0)), np.maximum(box[2:], members[:, 2:].max(0))]
-                )
+        box = boxes[k]
+        found = partners[start[k] : start[k + 1]]
+        found = found[open_[found]]
+        if len(found):
+            open_[found] = False
+            members = boxes[found]
+            box = np.concatenate(
+                [np.minimum(box[:2], members[:, :2].min(0)), np.maximum(box[2:], members[:, 2:].max(0))]
+            )
         out_boxes.append(box)
-        out_scores.append(scores_np[k])
-        out_labels.append(labels_np[k])
+        out_scores.append(scores[k])
+        out_labels.append(labels[k])
     return (
         np.asarray(out_boxes, dtype=np.float32).reshape(-1, 4),
         np.asarray(out_scores, dtype=np.float32),
