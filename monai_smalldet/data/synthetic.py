@@ -781,6 +781,21 @@ def _write_png16(path: Path, image: np.ndarray) -> None:
     atomic_write(path, write, suffix=".png")
 
 
+def _run_jobs(jobs: list[_ImageJob], workers: int, bar: Any) -> list[dict[str, Any]]:
+    """Every job's datalist item, in job order (in ``workers`` processes when more than one)."""
+    items: list[dict[str, Any]] = []
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for item in pool.map(_make_item, jobs, chunksize=1):
+                items.append(item)
+                bar.update()
+        return items
+    for job in jobs:
+        items.append(_make_item(job))
+        bar.update()
+    return items
+
+
 def generate_dataset(
     out_dir: str | os.PathLike[str],
     *,
@@ -832,18 +847,8 @@ def generate_dataset(
     jobs = [
         _ImageJob(str(out), split, i, seed, cfg, write_png) for split in SPLITS for i in range(counts[split])
     ]
-    bar = tqdm(total=len(jobs), desc="synthesising mammograms", unit="img", disable=not progress)
-    items: list[dict[str, Any]] = []
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for item in pool.map(_make_item, jobs, chunksize=1):
-                items.append(item)
-                bar.update()
-    else:
-        for job in jobs:
-            items.append(_make_item(job))
-            bar.update()
-    bar.close()
+    with tqdm(total=len(jobs), desc="synthesising mammograms", unit="img", disable=not progress) as bar:
+        items = _run_jobs(jobs, workers, bar)
     datalist: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     for job, item in zip(jobs, items, strict=True):
         datalist[job.split].append(item)
