@@ -36,42 +36,7 @@ def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instanc
     algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=str(model.get("version", "")))
     laterality = {"L": codes.SCT.Left, "R": codes.SCT.Right}.get(str(image.laterality or "").upper())
     site = hd.sr.FindingSite(anatomic_location=codes.SCT.Breast, laterality=laterality)
-    groups = []
-    for index, finding in enumerate(image.reported, start=1):
-        region = hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-            graphic_data=finding_polyline(finding["box"]),
-            source_image=hd.sr.SourceImageForRegion.from_source_image(source),
-        )
-        measurements = [
-            hd.sr.Measurement(
-                name=codes.DCM.ProbabilityOfCancer,
-                value=float(finding["score"]),
-                unit=codes.UCUM.NoUnits,
-                algorithm_id=algorithm,
-            )
-        ]
-        if finding.get("size_mm") is not None:
-            measurements.append(
-                hd.sr.Measurement(
-                    name=codes.SCT.Diameter,
-                    value=float(finding["size_mm"]),
-                    unit=codes.UCUM.Millimeter,
-                    algorithm_id=algorithm,
-                )
-            )
-        groups.append(
-            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=generate_uid(), identifier=f"finding {index}"
-                ),
-                referenced_region=region,
-                finding_type=codes.SCT.Lesion,
-                algorithm_id=algorithm,
-                finding_sites=[site],
-                measurements=measurements,
-            )
-        )
+    groups = [_finding_group(f, i, source, algorithm, site) for i, f in enumerate(image.reported, start=1)]
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -81,19 +46,8 @@ def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instanc
         ),
     )
     if not groups:
-        # TID 1500 needs one measurement group: an image-level group (TID 1501) saying
-        # "Lesion: Absent" for this image, with the same algorithm and finding site
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),
-                algorithm_id=algorithm,
-                finding_sites=[site],
-                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-                qualitative_evaluations=[
-                    hd.sr.QualitativeEvaluation(name=codes.SCT.Lesion, value=codes.SCT.Absent)
-                ],
-            )
-        )
+        # TID 1500 needs one measurement group: an image-level group (TID 1501) for this image
+        groups.append(_no_finding_group(source, algorithm, site))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=hd.sr.CodedConcept("24606-6", "LN", "MG Breast Screening"),
@@ -109,4 +63,57 @@ def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instanc
         manufacturer=ALGORITHM_NAME,
         series_description=f"{ALGORITHM_NAME} findings",
         is_complete=True,
+    )
+
+
+def _finding_group(finding: dict[str, Any], index: int, source: Any, algorithm: Any, site: Any) -> Any:
+    """One reported finding as a planar ROI group (TID 1410): rectangle, score, diameter."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=finding_polyline(finding["box"]),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(source),
+    )
+    measurements = [
+        hd.sr.Measurement(
+            name=codes.DCM.ProbabilityOfCancer,
+            value=float(finding["score"]),
+            unit=codes.UCUM.NoUnits,
+            algorithm_id=algorithm,
+        )
+    ]
+    if finding.get("size_mm") is not None:
+        measurements.append(
+            hd.sr.Measurement(
+                name=codes.SCT.Diameter,
+                value=float(finding["size_mm"]),
+                unit=codes.UCUM.Millimeter,
+                algorithm_id=algorithm,
+            )
+        )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"finding {index}"),
+        referenced_region=region,
+        finding_type=codes.SCT.Lesion,
+        algorithm_id=algorithm,
+        finding_sites=[site],
+        measurements=measurements,
+    )
+
+
+def _no_finding_group(source: Any, algorithm: Any, site: Any) -> Any:
+    """The image-level group (TID 1501) of an image without a reported finding."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),
+        algorithm_id=algorithm,
+        finding_sites=[site],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=codes.SCT.Lesion, value=codes.SCT.Absent)],
     )
