@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean map
+.PHONY: demo test lint venv clean map system-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# DICOM validators the tests run (dicom3tools, DCMTK): apt-get installs them when absent;
+# with CI=true a missing one fails the run (see .ci/system-tools).
+system-tools:
+	.ci/system-tools
+
 # pytest exits 5 when it collects no test: that is a failure here, as any non-zero exit.
-test: lint
+test: lint system-tools
 	$(PY) -m pytest -q
 
 # The MONAI Application Package (needs Docker with buildx and internet; see apps/README.md).

@@ -85,8 +85,8 @@ def measure(path: Path, repeats: int) -> dict[str, Any]:
     from monai_smalldet.data.dicom import read_mammogram
     from monai_smalldet.data.reader import MammogramReader
     from monai_smalldet.transforms.crop import CropBreast
-    from monai_smalldet.transforms.io import LoadMammogram
     from monai_smalldet.transforms.laterality import NormalizeLaterality
+    from monai_smalldet.transforms.loading import LoadMammogram
     from monai_smalldet.transforms.pyramid import ScalePyramid
     from monai_smalldet.transforms.tiling import SystematicTile
 

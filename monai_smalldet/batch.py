@@ -203,7 +203,7 @@ def detect_files(
 
     from . import __version__
     from .data.dicom import MammogramReadError
-    from .transforms.io import LoadMammogram
+    from .transforms.loading import LoadMammogram
 
     point = operating_point(detector, report_threshold)
     if overlay_threshold is None:

@@ -4,7 +4,7 @@ The layers, lowest first (a module imports only from layers below it):
 
 1. ``files`` (atomic writes) and ``spacing`` (the one pixel-spacing reader): nothing of the package;
 2. ``data``, ``transforms``, ``fusion``, ``metrics``, ``networks`` (only ``networks`` imports
-   ultralytics);
+   ultralytics), ``reports`` (the Mammography CAD SR: pydicom, no torch);
 3. ``inference`` (the multi-scale detector);
 4. ``batch`` (detection over files: JSON results, failures);
 5. ``engines`` (Ignite training / evaluation, calibration, the bundle's entry points);
@@ -64,6 +64,18 @@ RULES = [
     (
         "metrics",
         ("monai_smalldet.networks", "monai_smalldet.inference", "monai_smalldet.transforms", "ultralytics"),
+    ),
+    # clinical output: pydicom and numpy over the spacing reader, nothing of the ML stack
+    (
+        "reports",
+        (
+            "monai_smalldet.networks",
+            "monai_smalldet.inference",
+            "monai_smalldet.engines",
+            "torch",
+            "monai.",
+            "ultralytics",
+        ),
     ),
     ("networks", ("monai_smalldet.data", "monai_smalldet.transforms", "monai_smalldet.inference")),
     ("inference", ("monai_smalldet.engines", "monai_smalldet.cli", "apps", "ultralytics")),

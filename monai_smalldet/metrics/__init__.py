@@ -45,7 +45,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "FROCMetric":
-        from .ignite import FROCMetric
+        from .froc_metric import FROCMetric
 
         return FROCMetric
     if name == "plot_froc":

@@ -24,8 +24,8 @@ from .frames import (
     to_spatial_order,
 )
 from .geometry import FrameStepd
-from .io import LoadMammogram, LoadMammogramd
 from .laterality import NormalizeLaterality, NormalizeLateralityd, estimate_laterality, parse_laterality
+from .loading import LoadMammogram, LoadMammogramd
 from .preprocessing import Preprocessing, PreprocessingSteps
 from .pyramid import (
     DEFAULT_SCALES,

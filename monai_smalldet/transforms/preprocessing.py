@@ -39,8 +39,8 @@ from typing import Any, NamedTuple
 
 from .boxes import BoxesToSpatialOrderd
 from .crop import CropBreast, CropBreastd
-from .io import LoadMammogramd
 from .laterality import NormalizeLaterality, NormalizeLateralityd
+from .loading import LoadMammogramd
 from .pyramid import DEFAULT_SCALES, ResampleToSpacing, ResampleToSpacingd, ScalePyramid, ScalePyramidd
 
 __all__ = ["PREPROCESSING_SPEC_KEYS", "Preprocessing", "PreprocessingSteps"]
