@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -58,6 +59,8 @@ def main() -> None:
             root / "data", n_train=0, n_val=0, n_test=4, seed=1, scale=args.scale, progress=False
         )
         spacing = 0.07 / args.scale
+        # the app refuses spacings outside 0.02-0.5 mm by default: these images are scaled down
+        os.environ.setdefault("MAMMO_DETECT_SPACING_RANGE_MM", f"0.02-{max(0.5, 1.01 * spacing):.3f}")
         # the paper's 1024 px tiles at full size, the same share of the image at smaller scales
         tile = max(64, round(1024 * args.scale / 32) * 32)
         spec = NetworkSpec(tile_size_px=tile, pixel_spacing_mm=spacing, scales=(1.0, 0.5, 0.25))

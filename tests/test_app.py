@@ -28,6 +28,7 @@ hd = pytest.importorskip("highdicom")
 
 from apps.mammo_detect import main  # noqa: E402
 from apps.mammo_detect.operators import find_checkpoint, output_paths, safe_name  # noqa: E402
+from apps.mammo_detect.writer import CAD_SR_NAME, WriteOptions  # noqa: E402
 from monai_smalldet.data.dicom_writer import write_mammogram_dicom  # noqa: E402
 from monai_smalldet.inference import MultiScaleDetector  # noqa: E402
 from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint  # noqa: E402
@@ -39,7 +40,7 @@ OPERATING_POINT = {"score_threshold": 0.25, "target_fpi": 0.3, "split": "validat
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "apps" / "mammo_detect"
 SHAPE = (300, 240)  # rows, columns
-SPACING = 0.7
+SPACING = 0.5  # coarse, for small test images, and inside the app's plausible range
 LESION = (40, 120, 64, 144)  # x1, y1, x2, y2 on the left CC
 VIEWS = [("L", "CC", LESION), ("L", "MLO", None), ("R", "CC", None), ("R", "MLO", None)]
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -136,11 +137,13 @@ def _fake_detector() -> MultiScaleDetector:
 
 @pytest.fixture(scope="module")
 def runs(study, tmp_path_factory) -> dict:
-    """Two in-process runs: one with -i/-o/-m, one with the HOLOSCAN_* variables."""
+    """Two in-process runs: one with -i/-o/-m and the TID 1500 SRs, one with the HOLOSCAN_*
+    variables and the defaults (the CAD SR only)."""
     out_a = tmp_path_factory.mktemp("out_a")
     code_a = main(
         ["mammo_detect", "-i", str(study["dicom"]), "-o", str(out_a), "-m", str(study["model"])],
         detector=_fake_detector(),
+        write_options=WriteOptions(write_tid1500=True),
     )
     out_b = tmp_path_factory.mktemp("out_b")
     env = {
@@ -176,8 +179,9 @@ def _sr_findings(path: Path) -> tuple[pydicom.Dataset, list[dict]]:
         assert points.shape == (5, 2) and np.allclose(points[0], points[-1])  # closed rectangle
         ref = roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
         measures = {m.name.meaning: m.value for m in group.get_measurements()}
+        assert "Probability of cancer" not in measures  # an uncalibrated score claims no probability
         box = [points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()]
-        found.append({"box": box, "score": measures["Probability of cancer"], "ref": str(ref)})
+        found.append({"box": box, "score": measures["Certainty of Finding"] / 100.0, "ref": str(ref)})
     return ds, found
 
 
@@ -192,7 +196,7 @@ def _content_texts(ds: pydicom.Dataset) -> dict[str, list[str]]:
 
 def test_run_succeeds_and_reports_failures_and_skips(study, runs):
     code, out = runs["a"]
-    assert code == 0
+    assert code == 4  # one image failed: its own exit status, the others went on
     summary = _summary(out, study["study_uid"])
     assert summary["num_images"] == 4 and summary["patient_id"] == "APP-TEST-1"
     assert {(i["laterality"], i["view"]) for i in summary["images"]} == {(a, b) for a, b, _ in VIEWS}
@@ -204,11 +208,15 @@ def test_run_succeeds_and_reports_failures_and_skips(study, runs):
     assert skipped[study["ct_series"]]["modality"] == "CT"
     assert summary["model"]["name"] == "monai-smalldet" and summary["model"]["version"]
     run = json.loads((out / "run_summary.json").read_text())
-    assert run["num_images"] == 4 and run["num_failed"] == 1
+    assert run["num_images"] == 4 and run["num_failed"] == 1 and run["complete"] is True
+    assert run["num_studies_not_written"] == 0 and run["studies"][0]["written"] is True
     assert [u["file"] for u in run["unloaded_files"]] == ["notes.txt"]
-    # outputs: one SR + one overlay per image, named from the SOP instance UID, no temp files left
+    # outputs: the study's CAD SR, one TID 1500 SR + one overlay per image, no temporary left
     study_dir = output_paths(out, study["study_uid"])["study_dir"]
     names = sorted(p.name for p in study_dir.iterdir())
+    assert CAD_SR_NAME in names and summary["cad_sr_file"] == CAD_SR_NAME
+    assert sorted(run["studies"][0]["files"]) == names
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert len([n for n in names if n.endswith(".sr.dcm")]) == 4
     assert len([n for n in names if n.endswith(".overlay.png")]) == 4
     assert not [n for n in names if n.startswith(".")]
@@ -254,7 +262,7 @@ def test_sr_findings_land_on_the_lesion_and_agree_with_json(study, runs):
 
 def test_two_runs_give_identical_findings(study, runs):
     code_b, out_b = runs["b"]  # the run configured by HOLOSCAN_* variables
-    assert code_b == 0
+    assert code_b == 4
     a = _summary(runs["a"][1], study["study_uid"])
     b = _summary(out_b, study["study_uid"])
 
@@ -289,8 +297,9 @@ def test_no_mammogram_and_no_model_fail_with_a_message(tmp_path, study, capsys):
 
 
 def test_report_policy_keeps_low_scores_out_of_the_sr_but_in_the_json(tmp_path, study, monkeypatch):
-    """An operating point above the finding's score: the SR says "Lesion: Absent" for the
-    image, the overlay draws nothing, and summary.json still lists the finding, unreported."""
+    """An operating point above the finding's score: the SR says that no finding reached the
+    operating point (not "Lesion: Absent"), the overlay draws nothing, and summary.json still
+    lists the finding, unreported."""
     single = tmp_path / "in"
     single.mkdir()
     shutil.copy(study["dicom"] / "mg" / "L_CC.dcm", single / "L_CC.dcm")
@@ -299,6 +308,7 @@ def test_report_policy_keeps_low_scores_out_of_the_sr_but_in_the_json(tmp_path, 
     code = main(
         ["mammo_detect", "-i", str(single), "-o", str(out), "-m", str(study["model"])],
         detector=_fake_detector(),
+        write_options=WriteOptions(write_tid1500=True),
     )
     assert code == 0
     summary = _summary(out, study["study_uid"])
@@ -313,11 +323,14 @@ def test_report_policy_keeps_low_scores_out_of_the_sr_but_in_the_json(tmp_path, 
     sr_path = output_paths(out, study["study_uid"])["study_dir"] / image["sr_file"]
     ds, found = _sr_findings(sr_path)
     assert found == []
-    assert "Absent" in {
-        item.ConceptCodeSequence[0].CodeMeaning
-        for item in _walk_content(ds)
-        if item.ValueType == "CODE" and item.ConceptNameCodeSequence[0].CodeMeaning == "Lesion"
+    values = {
+        item.ConceptCodeSequence[0].CodeMeaning for item in _walk_content(ds) if item.ValueType == "CODE"
     }
+    assert "All algorithms succeeded; without findings" in values and "Absent" not in values
+    from monai_smalldet.reports import read_mammography_cad_sr
+
+    cad = read_mammography_cad_sr(pydicom.dcmread(sr_path.parent / CAD_SR_NAME))
+    assert cad["summary"] == "All algorithms succeeded; without findings" and cad["findings"] == []
     # a value that does not parse stops the run before anything starts, naming the variable
     monkeypatch.setenv("MAMMO_DETECT_REPORT_MAX_FINDINGS", "many")
     code = main(["mammo_detect", "-i", str(single), "-o", str(tmp_path / "o2"), "-m", str(study["model"])])
@@ -455,7 +468,8 @@ def test_command_line_with_a_real_checkpoint(tmp_path, study):
     summary = json.loads((out / run["studies"][0]["summary_file"]).read_text())
     image = summary["images"][0]
     assert (image["laterality"], image["view"]) == ("R", "MLO")
-    assert (out / run["studies"][0]["summary_file"]).parent.joinpath(image["sr_file"]).is_file()
+    assert image["sr_file"] is None  # TID 1500 only on request
+    assert (out / run["studies"][0]["summary_file"]).parent.joinpath(CAD_SR_NAME).is_file()
 
 
 # -- MAP configuration ---------------------------------------------------------------------------
@@ -527,21 +541,25 @@ def test_requirements_cover_every_backend_the_app_accepts():
         assert listed.get(name) == pin, f"{pin} missing from the MAP requirements"
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy is not installed")
 def test_sr_files_validate_with_dciodvfy(runs):
-    """David Clunie's validator: no error against the SR IOD (warnings are reported, not fatal)."""
+    """David Clunie's validator: no error against the SR IODs, the CAD SR's and TID 1500's
+    (warnings are reported, not fatal)."""
+    from tests.tools import require_tool
+
+    tool = require_tool("dciodvfy", "dicom3tools")
     _, out = runs["a"]
-    srs = sorted(out.rglob("*.sr.dcm"))
-    assert srs
+    srs = sorted(out.rglob("*.sr.dcm")) + sorted(out.rglob(CAD_SR_NAME))
+    assert len(srs) == 5
     for path in srs:
-        proc = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([tool, "-new", str(path)], capture_output=True, text=True, timeout=120)
         errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
         assert errors == [], f"{path.name}: {errors}"
 
 
 @pytest.mark.slow
-def test_fifty_studies_in_one_run_without_memory_growth(tmp_path):
+def test_fifty_studies_in_one_run_without_memory_growth(tmp_path, monkeypatch):
     """RSS once study 50 is detected stays within 10% of RSS once study 5 is (no leak per study)."""
+    monkeypatch.setenv("MAMMO_DETECT_SPACING_RANGE_MM", "0.02-2")  # the small images' 1.4 mm
     from monai_smalldet.data.synthetic import generate_dataset
     from monai_smalldet.networks import NetworkSpec, build_network, save_checkpoint
 
@@ -570,3 +588,193 @@ def test_fifty_studies_in_one_run_without_memory_growth(tmp_path):
     assert len(studies) == 50 and sum(s["num_images"] for s in studies) == 200
     rss = [s["rss_mb_after_detection"] for s in studies]  # studies in processing order
     assert rss[49] <= 1.10 * rss[4], rss
+
+
+# -- per-study results, untrusted input, unwritable output ----------------------------------------
+
+
+def _second_study(folder: Path, study: dict) -> str:
+    """A copy of the left CC as the only image of another study; returns that study's UID."""
+    ds = pydicom.dcmread(study["dicom"] / "mg" / "L_CC.dcm")
+    ds.StudyInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["second study"])
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["second series"])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid(
+        entropy_srcs=["second sop"]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    ds.save_as(folder / "other_L_CC.dcm", enforce_file_format=True)
+    return str(ds.StudyInstanceUID)
+
+
+def test_each_study_is_written_when_done_and_a_failed_write_keeps_the_previous_results(
+    tmp_path, study, monkeypatch
+):
+    """Two studies: each is written before the next is detected; then a rerun whose second study
+    hits a full disk (ENOSPC injected into its overlay) keeps that study's earlier results
+    byte for byte, writes the first, says which one is missing and exits with 4. The rerun's
+    CAD SR of an unchanged study has the same UIDs (no duplicate series in a PACS)."""
+    import errno
+
+    import apps.mammo_detect.writer as writer_module
+    from monai_smalldet import visualize
+
+    inp = tmp_path / "in"
+    shutil.copytree(study["dicom"] / "mg", inp / "mg", ignore=shutil.ignore_patterns("broken.dcm"))
+    other = _second_study(inp / "other", study)
+    events: list[tuple[str, str]] = []
+    detector = _fake_detector()
+    predict = detector.predict
+    monkeypatch.setattr(
+        detector, "predict", lambda *a, **k: events.append(("detect", "")) or predict(*a, **k)
+    )
+    write_study = writer_module.write_study
+
+    def recording_write(result, *args, **kwargs):
+        events.append(("write", result.study_instance_uid))
+        return write_study(result, *args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "write_study", recording_write)
+    out = tmp_path / "out"
+    args = ["mammo_detect", "-i", str(inp), "-o", str(out), "-m", str(study["model"])]
+    assert main(args, detector=detector) == 0
+    order = sorted([study["study_uid"], other])
+    images = {study["study_uid"]: 4, other: 1}
+    expected = [e for uid in order for e in [("detect", "")] * images[uid] + [("write", uid)]]
+    assert events == expected  # a study is written before the next one is detected
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    cad_before = pydicom.dcmread(output_paths(out, study["study_uid"])["study_dir"] / CAD_SR_NAME)
+
+    overlay_png = visualize.overlay_png
+
+    def full_disk(image, path, *a, **k):
+        if safe_name(other) in str(Path(path).parent.name):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return overlay_png(image, path, *a, **k)
+
+    monkeypatch.setattr(visualize, "overlay_png", full_disk)
+    assert main(args, detector=_fake_detector()) == 4
+    run = json.loads((out / "run_summary.json").read_text())
+    by_uid = {s["study_instance_uid"]: s for s in run["studies"]}
+    assert by_uid[other]["written"] is False and "ENOSPC" in by_uid[other]["write_error"]
+    assert run["num_studies_not_written"] == 1 and by_uid[study["study_uid"]]["written"] is True
+    other_dir = output_paths(out, other)["study_dir"]
+    after = {p.relative_to(out): p.read_bytes() for p in other_dir.rglob("*") if p.is_file()}
+    assert after == {k: v for k, v in before.items() if k.parts[0] == other_dir.name}  # untouched
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging left
+    cad_after = pydicom.dcmread(output_paths(out, study["study_uid"])["study_dir"] / CAD_SR_NAME)
+    assert cad_after.SeriesInstanceUID == cad_before.SeriesInstanceUID
+    assert cad_after.SOPInstanceUID == cad_before.SOPInstanceUID
+
+
+def test_series_selection_is_per_instance_whatever_the_file_order(tmp_path, study):
+    """A series mixing a For Processing and a For Presentation instance: the latter is
+    detected, the former skipped with its reason, whichever file comes first."""
+    results = []
+    for first, second in (("a", "b"), ("b", "a")):
+        inp = tmp_path / f"in_{first}"
+        inp.mkdir()
+        shutil.copy(study["dicom"] / "mg" / "L_CC.dcm", inp / f"{second}_presentation.dcm")
+        ds = pydicom.dcmread(study["dicom"] / "mg" / "L_MLO.dcm")
+        ds.PresentationIntentType = "FOR PROCESSING"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2.1"
+        ds.SeriesInstanceUID = pydicom.dcmread(inp / f"{second}_presentation.dcm").SeriesInstanceUID
+        ds.save_as(inp / f"{first}_processing.dcm", enforce_file_format=True)
+        out = tmp_path / f"out_{first}"
+        code = main(
+            ["mammo_detect", "-i", str(inp), "-o", str(out), "-m", str(study["model"])],
+            detector=_fake_detector(),
+        )
+        summary = _summary(out, study["study_uid"])
+        results.append(
+            (
+                code,
+                [i["sop_instance_uid"] for i in summary["images"]],
+                [(s["sop_instance_uid"], s["reason"]) for s in summary["skipped"]],
+            )
+        )
+    assert results[0] == results[1]
+    code, images, skipped = results[0]
+    assert code == 0 and images == [study["views"][("L", "CC")].SOPInstanceUID]
+    assert skipped == [
+        (study["views"][("L", "MLO")].SOPInstanceUID, "not a Digital Mammography For Presentation image")
+    ]
+
+
+def test_headers_that_cannot_be_trusted_fail_their_image_with_the_reason(tmp_path, study, monkeypatch):
+    """An implausible spacing (2.26 mm), an image that would expand beyond the pixel limit and an
+    invalid SOP Instance UID each fail their own image; the study's CAD SR (valid, per
+    dciodvfy) lists the ones it can reference and leaves out the invalid UID."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(study["dicom"] / "mg" / "R_CC.dcm", inp / "good.dcm")
+    coarse = write_mammogram_dicom(
+        inp / "coarse.dcm",
+        _pixels("L", shape=(256, 1024)),
+        pixel_spacing_mm=2.26,
+        laterality="L",
+        view="CC",
+        patient_id="APP-TEST-1",
+        uid_entropy=["test_app"],
+        instance_number=20,
+    )
+    ds = pydicom.dcmread(study["dicom"] / "mg" / "L_MLO.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.abc"
+    ds.save_as(inp / "bad_uid.dcm", enforce_file_format=True)
+    detector = MultiScaleDetector(
+        BrightSquareNet(), scales=(1.0, 0.5), tile_size=128, target_spacing_mm=SPACING, device="cpu"
+    )
+    detector.spec = NetworkSpec(tile_size_px=128, scales=(1.0, 0.5), operating_point=OPERATING_POINT)
+    out = tmp_path / "out"
+    args = ["mammo_detect", "-i", str(inp), "-m", str(study["model"])]
+    assert main([*args, "-o", str(out)], detector=detector) == 4
+    summary = _summary(out, study["study_uid"])
+    reasons = {f["file"]: f["reason"] for f in summary["failed"]}
+    assert "implausible pixel spacing (2.26, 2.26) mm" in reasons["coarse.dcm"]
+    assert "invalid SOPInstanceUID '1.2.3.abc'" in reasons["bad_uid.dcm"]
+    assert [i["file"] for i in summary["images"]] == ["good.dcm"]
+    from monai_smalldet.reports import read_mammography_cad_sr
+
+    cad_path = output_paths(out, study["study_uid"])["study_dir"] / CAD_SR_NAME
+    cad = read_mammography_cad_sr(pydicom.dcmread(cad_path))
+    coarse_uid = str(pydicom.dcmread(coarse, stop_before_pixels=True).SOPInstanceUID)
+    assert set(cad["images"]) == {study["views"][("R", "CC")].SOPInstanceUID, coarse_uid}
+    assert "implausible" in cad["failed"][coarse_uid]
+    from tests.tools import require_tool
+
+    proc = subprocess.run(
+        [require_tool("dciodvfy", "dicom3tools"), "-new", str(cad_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert [line for line in proc.stderr.splitlines() if line.startswith("Error")] == []
+    # a site that accepts coarse spacings still meets the pixel limit: 2.26 -> 0.5 mm is 20x
+    monkeypatch.setenv("MAMMO_DETECT_SPACING_RANGE_MM", "0.02-3")
+    monkeypatch.setenv("MAMMO_DETECT_MAX_PIXELS", "1000000")
+    assert main([*args, "-o", str(tmp_path / "out2")], detector=detector) == 4
+    reasons = {f["file"]: f["reason"] for f in _summary(tmp_path / "out2", study["study_uid"])["failed"]}
+    assert "above the limit of 1 Mpx" in reasons["coarse.dcm"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_exit_2_with_one_line(tmp_path, study):
+    """A read-only filesystem (a tmpfs mounted read-only in a private mount namespace) and a
+    path under a regular file: one error line, exit 2, no traceback."""
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    app = [sys.executable, "-m", "apps.mammo_detect", "-i", str(study["dicom"]), "-m", str(study["model"])]
+    script = f'mount -t tmpfs -o ro,size=1m none {readonly} && exec "$@"'
+    for out, mount in ((readonly / "out", True), (readonly, True), (tmp_path / "file" / "out", False)):
+        (tmp_path / "file").write_text("x")
+        command = (
+            ["unshare", "-m", "sh", "-c", script, "sh", *app, "-o", str(out)]
+            if mount
+            else [*app, "-o", str(out)]
+        )
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        if mount and "mount" in proc.stderr and proc.returncode != 2:
+            pytest.skip(f"no private mount namespace here: {proc.stderr.strip()[:200]}")
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("mammo_detect: error:")]
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert len(errors) == 1 and ("Read-only file system" in errors[0] or "Not a directory" in errors[0])
+        assert "Traceback" not in proc.stderr

@@ -115,10 +115,11 @@ def test_detect_command_and_deploy_app_make_no_network_attempt(tmp_path):
         assert main(["detect", str(root / "data" / "test"), "--checkpoint", str(root / "model" / "model.pt"),
                      "--out", str(root / "pred"), "--quiet"]) == 0
         from apps.mammo_detect.app import main as app_main
+        os.environ["MAMMO_DETECT_SPACING_RANGE_MM"] = "0.02-2"  # the small synthetic images' 1.75 mm
         code = app_main(["mammo_detect", "-i", str(root / "data" / "test"), "-o", str(root / "app"),
                          "-m", str(root / "model")])
         assert code == 0, code
-        assert list((root / "app").rglob("*.sr.dcm"))
+        assert list((root / "app").rglob("cad_sr.dcm"))
         """,
         tmp_path,
     )

@@ -1,18 +1,19 @@
-"""Operators of the mammography detection app: detection, DICOM SR, JSON and PNG writers.
+"""Operators of the mammography detection app: loading and detection (the writer: :mod:`.writer`).
 
 Data flow (see :mod:`.app`)::
 
     GuardedDICOMDataLoaderOperator --dicom_study_list--> DICOMSeriesSelectorOperator
         |                                                      | study_selected_series_list
         +---------dicom_study_list--> MammoDetectionOperator <-+
-                                    | results (list of StudyResult)
-              +---------------------+----------------------+
-              v                     v                      v
-     DICOMSRWriterOperator  JSONSummaryWriterOperator  OverlayWriterOperator
+                                    | study_result (one StudyResult per compute, as each study is done)
+                                    v
+                           StudyWriterOperator (CAD SR, overlays, summary.json; all or nothing)
 
-The SDK's DICOM loader (with a header pre-check) parses every file with pydicom and groups instances into studies and
-series; the selector keeps the series of Modality MG whose first instance is *For
-Presentation*. The detection operator then reads each selected instance **from its file**
+The SDK's DICOM loader (with a header pre-check) parses every file with pydicom and groups
+instances into studies and series; the selector keeps the series of Modality MG. Whether an
+instance is *For Presentation* is decided **per instance** (SOP Class, Presentation Intent
+Type), never from a series' first file, so the result does not depend on file order. The
+detection operator then reads each selected instance **from its file**
 with :func:`monai_smalldet.data.dicom.read_mammogram` (the SDK's next step,
 ``DICOMSeriesToVolumeOperator``, stacks a series into one 3-D volume, which does not fit a
 series of 2-D mammograms of different views), so a mammogram is read exactly like in training
@@ -34,8 +35,6 @@ import numpy as np
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 
-from monai_smalldet.files import atomic_write, write_json_atomic
-
 from .results import (
     ALGORITHM_NAME,
     MG_FOR_PRESENTATION,
@@ -48,20 +47,15 @@ from .results import (
     find_checkpoint,
     output_paths,
     safe_name,
-    study_summary,
 )
-from .sr import build_sr
 
 __all__ = [
     "ALGORITHM_NAME",
     "MG_FOR_PRESENTATION",
     "MG_FOR_PROCESSING",
-    "DICOMSRWriterOperator",
     "GuardedDICOMDataLoaderOperator",
     "ImageResult",
-    "JSONSummaryWriterOperator",
     "MammoDetectionOperator",
-    "OverlayWriterOperator",
     "ReportPolicy",
     "StudyResult",
     "find_checkpoint",
@@ -139,7 +133,8 @@ class MammoDetectionOperator(Operator):
         dicom_study_list: from ``DICOMDataLoaderOperator`` (to report the series not selected).
 
     Named output:
-        results: a list of :class:`StudyResult`, one per study with at least one selected series.
+        study_result: one :class:`StudyResult` per compute call, per study with at least one
+            selected series (in StudyInstanceUID order), emitted as soon as it is detected.
 
     Args:
         fragment: the application.
@@ -154,6 +149,10 @@ class MammoDetectionOperator(Operator):
         assume_spacing_mm: spacing at which an image that records no pixel spacing is read
             (``None``: such an image fails with its reason, as a wrong spacing would resize
             every finding).
+        max_pixels: most pixels an image may be processed at, after resampling (default
+            :data:`~.checks.DEFAULT_MAX_PIXELS`); a larger one fails with its reason.
+        plausible_spacing_mm: ``(low, high)``: a recorded spacing outside it fails the image
+            (default :data:`~.checks.PLAUSIBLE_SPACING_MM`).
     """
 
     def __init__(
@@ -167,8 +166,14 @@ class MammoDetectionOperator(Operator):
         input_path: str | os.PathLike[str] | None = None,
         report_policy: ReportPolicy | None = None,
         assume_spacing_mm: float | None = None,
+        max_pixels: int | None = None,
+        plausible_spacing_mm: tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> None:
+        from .checks import DEFAULT_MAX_PIXELS, PLAUSIBLE_SPACING_MM
+
+        self.max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS)
+        self.plausible_spacing_mm = tuple(plausible_spacing_mm or PLAUSIBLE_SPACING_MM)
         self.model_path = Path(model_path)
         self.assume_spacing_mm = assume_spacing_mm
         self.report_policy = report_policy if report_policy is not None else ReportPolicy()
@@ -180,12 +185,16 @@ class MammoDetectionOperator(Operator):
         self.detector_overrides = dict(detector_overrides or {})  # default: the model's calibrated fusion
         self.model_info: dict[str, Any] = {}
         self.results: list[StudyResult] = []
+        self._received: dict[str, Any] = {}
+        self._pending: list[tuple[str, list[Any], list[dict[str, Any]]]] | None = None
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
-        spec.input("study_selected_series_list")
-        spec.input("dicom_study_list")
-        spec.output("results").condition(ConditionType.NONE)
+        # no input condition: after the lists arrive, compute runs once per study (the app
+        # gives this operator a BooleanCondition named "more_studies", disabled when done)
+        spec.input("study_selected_series_list").condition(ConditionType.NONE)
+        spec.input("dicom_study_list").condition(ConditionType.NONE)
+        spec.output("study_result")
 
     def start(self) -> None:
         """Load the model once, before the first image."""
@@ -225,20 +234,50 @@ class MammoDetectionOperator(Operator):
         self.model_info = info
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
-        selected = op_input.receive("study_selected_series_list") or []
-        studies = op_input.receive("dicom_study_list") or []
+        """First calls: receive the loader's and the selector's lists. Then one study per call,
+        emitted as soon as it is detected (its writer runs before the next study starts)."""
+        if self._pending is None:
+            for port in ("study_selected_series_list", "dicom_study_list"):
+                if port not in self._received:
+                    value = op_input.receive(port)
+                    if value is not None:
+                        self._received[port] = value
+            if len(self._received) < 2:
+                return  # the other list is not there yet
+            self._pending = self._plan(
+                self._received["study_selected_series_list"], self._received["dicom_study_list"]
+            )
+        if not self._pending:
+            self._finish()
+            return
+        study_uid, series_list, skipped = self._pending.pop(0)
+        result = self._detect_study(study_uid, series_list, skipped)
+        self.results.append(result)
+        op_output.emit(result, "study_result")
+        if not self._pending:
+            self._finish()
+
+    def _finish(self) -> None:
+        try:
+            self.conditions["more_studies"].disable_tick()
+        except KeyError:  # run without the app's condition (compute called directly)
+            pass
+
+    def _plan(
+        self, selected: list[Any], studies: list[Any]
+    ) -> list[tuple[str, list[Any], list[dict[str, Any]]]]:
+        """``(study uid, selected series, skipped series)`` per study with a selected series, in
+        UID order; studies without one go to :attr:`skipped_series`."""
         selected_by_study: dict[str, list[Any]] = {}
-        for item in selected:
+        for item in selected or []:
             uid = _study_key(item.study)
             seen = {_series_uid(s) for s in selected_by_study.setdefault(uid, [])}
             for sel in item.selected_series:
                 if _series_uid(sel.series) not in seen:
                     selected_by_study[uid].append(sel.series)
                     seen.add(_series_uid(sel.series))
-
-        results: list[StudyResult] = []
-        skipped_studies: list[dict[str, Any]] = []
-        for study in sorted(studies, key=_study_key):
+        plan = []
+        for study in sorted(studies or [], key=_study_key):
             study_uid = _study_key(study)
             chosen = {_series_uid(s) for s in selected_by_study.get(study_uid, [])}
             skipped = []
@@ -246,46 +285,48 @@ class MammoDetectionOperator(Operator):
                 if _series_uid(series) not in chosen:
                     modality = str(getattr(series, "Modality", "") or "unknown")
                     logger.info(
-                        "skipped series %s (Modality %s): not a For Presentation MG series",
-                        _series_uid(series),
-                        modality,
+                        "skipped series %s (Modality %s): not an MG series", _series_uid(series), modality
                     )
                     skipped.append(
                         {
                             "series_instance_uid": _series_uid(series),
                             "modality": modality,
-                            "reason": "not a Modality MG For Presentation series",
+                            "reason": "not a Modality MG series",
                         }
                     )
             if not chosen:  # nothing to detect on: the study appears only in run_summary.json
-                skipped_studies.extend({"study_instance_uid": study_uid, **entry} for entry in skipped)
+                self.skipped_series.extend({"study_instance_uid": study_uid, **entry} for entry in skipped)
                 continue
-            t0 = time.perf_counter()
-            result = StudyResult(study_uid, None, skipped=skipped, model=dict(self.model_info))
-            for series in sorted(selected_by_study[study_uid], key=_series_uid):
-                datasets = sorted((_native(s) for s in series.get_sop_instances()), key=_instance_sort_key)
-                for ds in datasets:
-                    if result.patient_id is None:
-                        result.patient_id = str(ds.get("PatientID", "") or "") or None
-                    image = self._one_image(ds, _series_uid(series))
-                    if image is None:
-                        result.skipped.append(
-                            {
-                                "series_instance_uid": _series_uid(series),
-                                "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
-                                "modality": str(ds.get("Modality", "") or "unknown"),
-                                "reason": "not a Digital Mammography For Presentation image",
-                            }
-                        )
-                        continue
-                    result.images.append(image)
-            result.seconds = time.perf_counter() - t0
-            result.rss_mb = _rss_mb()
-            results.append(result)
-        self.results = results
-        self.skipped_series = skipped_studies
-        self.unloaded_files = self._unloaded(studies)
-        op_output.emit(results, "results")
+            series_list = sorted(selected_by_study[study_uid], key=_series_uid)
+            plan.append((study_uid, series_list, skipped))
+        self.unloaded_files = self._unloaded(studies or [])
+        return plan
+
+    def _detect_study(
+        self, study_uid: str, series_list: list[Any], skipped: list[dict[str, Any]]
+    ) -> StudyResult:
+        t0 = time.perf_counter()
+        result = StudyResult(study_uid, None, skipped=skipped, model=dict(self.model_info))
+        for series in series_list:
+            datasets = sorted((_native(s) for s in series.get_sop_instances()), key=_instance_sort_key)
+            for ds in datasets:
+                if result.patient_id is None:
+                    result.patient_id = str(ds.get("PatientID", "") or "") or None
+                image = self._one_image(ds, _series_uid(series))
+                if image is None:
+                    result.skipped.append(
+                        {
+                            "series_instance_uid": _series_uid(series),
+                            "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
+                            "modality": str(ds.get("Modality", "") or "unknown"),
+                            "reason": "not a Digital Mammography For Presentation image",
+                        }
+                    )
+                    continue
+                result.images.append(image)
+        result.seconds = time.perf_counter() - t0
+        result.rss_mb = _rss_mb()
+        return result
 
     def _unloaded(self, studies: list[Any]) -> list[dict[str, str]]:
         """Files of the input folder that the DICOM loader did not load (not DICOM, no UIDs, ...)."""
@@ -311,8 +352,10 @@ class MammoDetectionOperator(Operator):
     def _one_image(self, ds: Any, series_uid: str) -> ImageResult | None:
         """Detect on one instance; ``None`` for an instance that is not For Presentation MG."""
         from monai_smalldet.data.dicom import MammogramReadError, read_mammogram
-        from monai_smalldet.spacing import SpacingError
+        from monai_smalldet.spacing import SpacingError, read_spacing_mm
         from monai_smalldet.visualize import thumbnail
+
+        from .checks import InputRejected, check_geometry, check_uids
 
         sop_uid = str(ds.get("SOPInstanceUID", ""))
         sop_class = str(ds.get("SOPClassUID", ""))
@@ -327,8 +370,17 @@ class MammoDetectionOperator(Operator):
         if not filename or not isinstance(filename, (str, os.PathLike)):
             return ImageResult(**base, status="failed", reason="instance has no file to read", source=ds)
         try:
+            check_uids(ds)
             image, meta = read_mammogram(filename, require_mg=True)
             recorded = meta.spacing_source != "default"  # "default": the reader's guess, not the file's
+            spacing = read_spacing_mm(meta.pixel_spacing_mm) if recorded else None
+            if spacing is None and self.assume_spacing_mm is not None:
+                spacing = read_spacing_mm(self.assume_spacing_mm)
+            resample = getattr(self.detector, "resample", None)
+            target = tuple(resample.target_spacing_mm) if resample is not None else None
+            check_geometry(
+                tuple(np.shape(image)[-2:]), spacing, target, self.max_pixels, self.plausible_spacing_mm
+            )
             out = self.detector.predict(
                 image,
                 laterality=meta.laterality,
@@ -336,7 +388,7 @@ class MammoDetectionOperator(Operator):
                 assume_spacing_mm=self.assume_spacing_mm,
             )
             preview, factor = thumbnail(image, PREVIEW_MAX_SIDE)
-        except (MammogramReadError, SpacingError) as err:
+        except (MammogramReadError, SpacingError, InputRejected) as err:
             reason = getattr(err, "reason", None) or str(err)
             logger.warning("failed %s (%s): %s", shown, sop_uid, reason)
             return ImageResult(
@@ -354,6 +406,9 @@ class MammoDetectionOperator(Operator):
         detection = out.to_dict()
         if recorded:  # the attribute the spacing was read from, e.g. "ImagerPixelSpacing"
             detection["spacing_source"] = meta.spacing_source
+        if detection.get("spacing_source") == "assumed":  # mm values follow from a site setting
+            for finding in detection["findings"]:
+                finding["spacing_assumed"] = True
         detection["findings"] = self.report_policy.mark(detection["findings"])
         logger.info(
             "%s %s %s: %d finding(s), %d reported",
@@ -374,77 +429,3 @@ class MammoDetectionOperator(Operator):
             preview_factor=float(factor),
             seconds=time.perf_counter() - t0,
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# writers
-# ---------------------------------------------------------------------------------------------
-
-
-class _WriterOperator(Operator):
-    """Base of the writers: one input ``results``; ``out_dir`` is the app's output path."""
-
-    def __init__(
-        self, fragment: Fragment, *args: Any, out_dir: str | os.PathLike[str], **kwargs: Any
-    ) -> None:
-        self.out_dir = Path(out_dir)
-        self.written: list[Path] = []
-        super().__init__(fragment, *args, **kwargs)
-
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.input("results")
-
-    def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
-        for study in op_input.receive("results") or []:
-            self.write_study(study)
-
-    def write_study(self, study: StudyResult) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class DICOMSRWriterOperator(_WriterOperator):
-    """Writes one DICOM SR (TID 1500, see :func:`build_sr`) per successfully read image, all of a
-    study in one new series."""
-
-    def write_study(self, study: StudyResult) -> None:
-        from pydicom.uid import generate_uid
-
-        series_uid = generate_uid()
-        number = 0
-        for image in study.images:
-            if image.status != "ok":
-                continue
-            number += 1
-            sr = build_sr(image, study.model, series_uid, number)
-            path = output_paths(self.out_dir, study.study_instance_uid, image.sop_instance_uid)["sr"]
-            atomic_write(path, lambda tmp, ds=sr: ds.save_as(tmp, enforce_file_format=True))
-            self.written.append(path)
-            logger.info("wrote %s", path)
-
-
-class OverlayWriterOperator(_WriterOperator):
-    """Writes a PNG overlay (findings in red with their score) per successfully read image."""
-
-    def write_study(self, study: StudyResult) -> None:
-        from monai_smalldet.visualize import overlay_png
-
-        for image in study.images:
-            if image.status != "ok" or image.preview is None:
-                continue
-            f = image.preview_factor
-            boxes = [[v * f for v in d["box"]] for d in image.reported]
-            scores = [d["score"] for d in image.reported]
-            path = output_paths(self.out_dir, study.study_instance_uid, image.sop_instance_uid)["overlay"]
-            title = f"{image.laterality or '?'} {image.view or '?'}  {len(boxes)} finding(s)"
-            overlay_png(image.preview, path, boxes, scores, max_side=PREVIEW_MAX_SIDE, title=title)
-            self.written.append(path)
-
-
-class JSONSummaryWriterOperator(_WriterOperator):
-    """Writes ``<out>/<study>/summary.json`` per study (see :func:`study_summary`)."""
-
-    def write_study(self, study: StudyResult) -> None:
-        path = output_paths(self.out_dir, study.study_instance_uid)["summary"]
-        write_json_atomic(path, study_summary(study, self.out_dir))
-        self.written.append(path)
-        logger.info("wrote %s", path)

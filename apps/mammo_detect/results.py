@@ -199,8 +199,11 @@ class StudyResult:
     rss_mb: float = 0.0  # resident memory of the process once this study is detected
 
 
-def study_summary(study: StudyResult, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON summary of one study (findings in pixels and mm, failures, skipped series)."""
+def study_summary(
+    study: StudyResult, out_dir: str | os.PathLike[str], tid1500: bool = False
+) -> dict[str, Any]:
+    """The JSON summary of one study (findings in pixels and mm, failures, skipped series);
+    ``tid1500``: each image names its TID 1500 SR file."""
     images, failed = [], []
     for image in study.images:
         paths = output_paths(out_dir, study.study_instance_uid, image.sop_instance_uid)
@@ -228,8 +231,8 @@ def study_summary(study: StudyResult, out_dir: str | os.PathLike[str]) -> dict[s
                 "tiles_per_scale": det.get("tiles_per_scale"),
                 "findings": image.findings,
                 "num_reported": len(image.reported),
-                "sr_file": paths["sr"].name,
-                "overlay_file": paths["overlay"].name,
+                "sr_file": paths["sr"].name if tid1500 else None,
+                "overlay_file": paths["overlay"].name if image.preview is not None else None,
                 "timings_s": {**det.get("timings_s", {}), "image_total": round(image.seconds, 4)},
             }
         )

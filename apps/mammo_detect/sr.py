@@ -22,11 +22,13 @@ def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instanc
     measurement group: an image-region SCOORD ``POLYLINE`` (closed
     rectangle, (column, row) pixel coordinates of the source image) that references the source
     SOP instance, finding type *Lesion*, finding site *Breast* with the image's laterality, the
-    algorithm identification (name, version), and measurements *Probability of cancer* (the
-    detector score, no units) and *Diameter* (longer box side in mm, when the spacing is known).
-    An image without reported findings gets one image-level group (TID 1501) with the
-    qualitative evaluation *Lesion: Absent* (TID 1500 requires at least one group).
-    Patient, study and evidence come from the source dataset (highdicom copies them).
+    algorithm identification (name, version) and the measurement *Certainty of Finding* (the
+    uncalibrated detector score x 100, %; not a probability of cancer). An image without a
+    reported finding gets one image-level group (TID 1501) whose qualitative evaluation is the
+    CAD summary "All algorithms succeeded; without findings" (TID 1500 requires one group): no
+    finding reached the operating point, which is not a statement that no lesion is there.
+    Tracking UIDs are derived from the image and the finding (the same in a rerun). Patient,
+    study and evidence come from the source dataset (highdicom copies them).
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -67,7 +69,7 @@ def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instanc
 
 
 def _finding_group(finding: dict[str, Any], index: int, source: Any, algorithm: Any, site: Any) -> Any:
-    """One reported finding as a planar ROI group (TID 1410): rectangle, score, diameter."""
+    """One reported finding as a planar ROI group (TID 1410): rectangle and score."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
@@ -79,23 +81,17 @@ def _finding_group(finding: dict[str, Any], index: int, source: Any, algorithm: 
     )
     measurements = [
         hd.sr.Measurement(
-            name=codes.DCM.ProbabilityOfCancer,
-            value=float(finding["score"]),
-            unit=codes.UCUM.NoUnits,
+            name=codes.DCM.CertaintyOfFinding,
+            value=round(100.0 * float(finding["score"]), 4),
+            unit=codes.UCUM.Percent,
             algorithm_id=algorithm,
         )
     ]
-    if finding.get("size_mm") is not None:
-        measurements.append(
-            hd.sr.Measurement(
-                name=codes.SCT.Diameter,
-                value=float(finding["size_mm"]),
-                unit=codes.UCUM.Millimeter,
-                algorithm_id=algorithm,
-            )
-        )
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"finding {index}"),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(entropy_srcs=[str(source.SOPInstanceUID), str(index), repr(finding["box"])]),
+            identifier=f"finding {index}",
+        ),
         referenced_region=region,
         finding_type=codes.SCT.Lesion,
         algorithm_id=algorithm,
@@ -111,9 +107,16 @@ def _no_finding_group(source: Any, algorithm: Any, site: Any) -> Any:
     from pydicom.uid import generate_uid
 
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(entropy_srcs=[str(source.SOPInstanceUID), "no finding"]), identifier="no finding"
+        ),
         algorithm_id=algorithm,
         finding_sites=[site],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=codes.SCT.Lesion, value=codes.SCT.Absent)],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=codes.DCM.CADProcessingAndFindingsSummary,
+                value=codes.DCM.AllAlgorithmsSucceededWithoutFindings,
+            )
+        ],
     )

@@ -430,13 +430,17 @@ def _finding(
     address: Sequence[int],
     algorithm: CadAlgorithm,
     required: bool,
+    image_uid: str,
 ) -> Any:
-    """TID 4003 (one Individual Impression/Recommendation) holding one TID 4006 finding."""
+    """TID 4003 (one Individual Impression/Recommendation) holding one TID 4006 finding. The
+    tracking UID is derived from the image, the box and the score: the same finding gets the
+    same UID in a rerun."""
     from pydicom.uid import generate_uid
 
     intent = _REQUIRED if required else _OPTIONAL
     point = [] if required else [_num("HAS PROPERTIES", _OPERATING_POINT, 2, ("{1:n}", "UCUM", "range: 1:n"))]
     x1, y1, x2, y2 = (float(v) for v in finding.box)
+    tracking_seed = f"{image_uid} {index} {x1:.3f} {y1:.3f} {x2:.3f} {y2:.3f} {float(finding.score):.6f}"
     outline = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]])
     single = _code_item(
         "CONTAINS",
@@ -445,7 +449,7 @@ def _finding(
         [
             _code_item("HAS CONCEPT MOD", _RENDERING, intent, point),
             _text("HAS OBS CONTEXT", _TRACKING_ID, f"{label} finding {index}"),
-            _item("HAS OBS CONTEXT", "UIDREF", _TRACKING_UID, UID=generate_uid()),
+            _item("HAS OBS CONTEXT", "UIDREF", _TRACKING_UID, UID=generate_uid(entropy_srcs=[tracking_seed])),
             *_algorithm(algorithm, with_parameters=False),
             _num("HAS PROPERTIES", _CERTAINTY, round(100.0 * float(finding.score), 4), _PERCENT),
             _scoord(_CENTER, "POINT", np.array([(x1 + x2) / 2, (y1 + y2) / 2]), address),
@@ -645,7 +649,15 @@ def build_mammography_cad_sr(
             required = float(finding.score) >= algorithm.score_threshold
             if required or (include_optional and float(finding.score) >= optional_min_score):
                 impressions.append(
-                    _finding(finding, index, label or f"image {k}", (1, 2, k), algorithm, required)
+                    _finding(
+                        finding,
+                        index,
+                        label or f"image {k}",
+                        (1, 2, k),
+                        algorithm,
+                        required,
+                        str(image.source.SOPInstanceUID),
+                    )
                 )
     shown = sum(
         1 for item in impressions if item.ContentSequence[0].ConceptCodeSequence[0].CodeValue == _REQUIRED[0]
