@@ -12,8 +12,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Re-install when the project's dependency list changes.
+# Re-install when the project's dependency list changes. The GUI builds of ultralytics/OpenCV
+# that older setups installed share files with the headless ones: removed first.
 $(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip uninstall --quiet --yes ultralytics opencv-python 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[dev,deploy,onnx]'
 	touch $(STAMP)
 
