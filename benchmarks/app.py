@@ -17,6 +17,14 @@ paid once, as in a server; a fresh process per study pays them again):
 
 The overhead is the median over repeats of ``app / detector - 1`` (each repeat runs the two
 back to back). Writes ``benchmarks/results/app.json`` with the machine. Data are synthetic.
+
+``--concurrent``: two app processes side by side (``python -m apps.mammo_detect``, the
+whole process timed) against one alone, as two MAP containers on one host run: without any
+limit (each sizes torch's threads by the host's CPUs), each in a cgroup with a quota of
+``CPUs / 2`` (``docker run --cpus``; cgroup v1 ``cpu.cfs_quota_us``, created when this
+process may), and each pinned to half the CPUs (``--cpuset-cpus``). The app sizes torch's
+threads by :func:`monai_smalldet.runtime.available_cpus`. Goal: each of two runs side by side
+within 2.2x of one alone. Writes ``benchmarks/results/app_concurrent.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,12 +56,135 @@ def _paired(app_s: list[float], det_s: list[float]) -> float:
     return round(statistics.median(a / d - 1.0 for a, d in zip(app_s, det_s, strict=True)), 3)
 
 
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+
+
+def _quota_cgroups(names: list[str], cpus: float) -> list[Path] | None:
+    """cgroup v1 folders with a CPU quota of ``cpus`` each (``None``: cannot be created here)."""
+    made = []
+    try:
+        for name in names:
+            folder = CGROUP_V1_CPU / name
+            folder.mkdir(exist_ok=True)
+            period = int((folder / "cpu.cfs_period_us").read_text())
+            (folder / "cpu.cfs_quota_us").write_text(str(int(cpus * period)))
+            made.append(folder)
+    except OSError:
+        for folder in made:
+            folder.rmdir()
+        return None
+    return made
+
+
+def _run_side_by_side(commands: list[list[str]], setups: list) -> list[float]:
+    """Start the commands at once (each with its ``preexec_fn``); their wall times in seconds."""
+    repo = Path(__file__).resolve().parents[1]
+    # random weights: report at 0.25 (the model has no calibrated operating point)
+    env = {**os.environ, "MAMMO_DETECT_REPORT_MIN_SCORE": "0.25", "PYTHONPATH": str(repo)}
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=f, env=env, cwd=repo
+        )
+        for c, f in zip(commands, setups, strict=True)
+    ]
+    times = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=1800)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise SystemExit(f"the app failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return times
+
+
+def concurrent(root: Path, repeats: int, out_path: Path) -> None:
+    """Two app processes side by side vs one alone (see the module docstring)."""
+    from monai_smalldet.runtime import available_cpus
+
+    def command(tag: str) -> list[str]:
+        data, model = root / "data" / "test", root / "model"
+        return [
+            sys.executable,
+            "-m",
+            "apps.mammo_detect",
+            "-i",
+            str(data),
+            "-o",
+            str(root / tag),
+            "-m",
+            str(model),
+        ]
+
+    cpus = sorted(os.sched_getaffinity(0))
+    halves = [set(cpus[: max(1, len(cpus) // 2)]), set(cpus[len(cpus) // 2 :]) or set(cpus)]
+
+    def pin(cores):
+        return lambda: os.sched_setaffinity(0, cores)
+
+    def join(folder):
+        return lambda: (folder / "cgroup.procs").write_text(str(os.getpid()))
+
+    groups = _quota_cgroups(["monai_smalldet_bench_a", "monai_smalldet_bench_b"], len(cpus) / 2)
+    configs: dict[str, list] = {
+        "alone": [None],
+        "two_unlimited": [None, None],
+        "two_pinned_half_the_cpus_each": [pin(h) for h in halves],
+    }
+    if groups is not None:
+        configs["two_quota_half_the_cpus_each"] = [join(g) for g in groups]
+    times: dict[str, list[list[float]]] = {name: [] for name in configs}
+    try:
+        _run_side_by_side([command("warm")], [None])  # page cache and compiled kernels, once
+        for r in range(repeats):
+            for name, setups in configs.items():
+                times[name].append(
+                    _run_side_by_side([command(f"{name}_{r}_{i}") for i in range(len(setups))], setups)
+                )
+    finally:
+        for folder in groups or []:
+            folder.rmdir()
+    alone = statistics.median(t[0] for t in times["alone"])
+    result = {
+        "benchmark": "two deploy-app processes side by side vs one alone, one 4-image study each",
+        "data": "synthetic, 4 views",
+        "cpus_available": len(cpus),
+        "machine": describe_machine(),
+        "cgroup_quota": "cgroup v1 cpu.cfs_quota_us" if groups is not None else "not available here",
+        "seconds": times,
+        "alone_s_median": round(alone, 3),
+        "slowest_of_two_over_alone": {
+            name: round(statistics.median(max(t) for t in runs) / alone, 3) for name, runs in times.items()
+        },
+        # what each app process reported (run_summary.json: model.torch_threads)
+        "torch_threads_per_process": {
+            name: sorted(
+                {
+                    json.loads((root / f"{name}_{r}_{i}" / "run_summary.json").read_text())["model"][
+                        "torch_threads"
+                    ]
+                    for r in range(repeats)
+                    for i in range(len(setups))
+                }
+            )
+            for name, setups in configs.items()
+        },
+        "available_cpus_here": available_cpus(),
+        "goal_ratio": 2.2,
+    }
+    print(json.dumps(result["slowest_of_two_over_alone"]), f"alone {alone:.2f} s")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_path, result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.25, help="synthetic image scale (0.25: 1024 x 832)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "app.json")
+    parser.add_argument("--concurrent", action="store_true", help="two app processes side by side")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    default_name = "app_concurrent.json" if args.concurrent else "app.json"
+    args.out = args.out or Path(__file__).parent / "results" / default_name
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -65,39 +198,47 @@ def main() -> None:
         tile = max(64, round(1024 * args.scale / 32) * 32)
         spec = NetworkSpec(tile_size_px=tile, pixel_spacing_mm=spacing, scales=(1.0, 0.5, 0.25))
         save_checkpoint(root / "model" / "model.pt", build_network("n"), spec)
-        files = sorted((root / "data" / "test").rglob("*.dcm"))
-        detector = MultiScaleDetector.from_checkpoint(root / "model" / "model.pt", device="cpu")
-        loader = LoadMammogram()
-        detector.predict(loader(str(files[0])))  # warm-up
-        det_s: list[float] = []
-        app_s: dict[str, list[float]] = {"app": [], "app_report10": []}
-        policies = {"app": ReportPolicy(), "app_report10": ReportPolicy(min_score=0.0, max_findings=10)}
-        reported: dict[str, int] = {}
-        for r in range(args.repeats):
+        if args.concurrent:
+            concurrent(root, args.repeats, args.out)
+        else:
+            overhead(root, args, tile)
+
+
+def overhead(root: Path, args: argparse.Namespace, tile: int) -> None:
+    """The app in-process vs the detector alone (see the module docstring)."""
+    files = sorted((root / "data" / "test").rglob("*.dcm"))
+    detector = MultiScaleDetector.from_checkpoint(root / "model" / "model.pt", device="cpu")
+    loader = LoadMammogram()
+    detector.predict(loader(str(files[0])))  # warm-up
+    det_s: list[float] = []
+    app_s: dict[str, list[float]] = {"app": [], "app_report10": []}
+    policies = {"app": ReportPolicy(), "app_report10": ReportPolicy(min_score=0.0, max_findings=10)}
+    reported: dict[str, int] = {}
+    for r in range(args.repeats):
+        t0 = time.perf_counter()
+        for f in files:
+            detector.predict(loader(str(f)))
+        det_s.append(time.perf_counter() - t0)
+        for name, policy in policies.items():
+            out = root / f"{name}{r}"
             t0 = time.perf_counter()
-            for f in files:
-                detector.predict(loader(str(f)))
-            det_s.append(time.perf_counter() - t0)
-            for name, policy in policies.items():
-                out = root / f"{name}{r}"
-                t0 = time.perf_counter()
-                code = app_main(
-                    [
-                        "mammo_detect",
-                        "-i",
-                        str(root / "data" / "test"),
-                        "-o",
-                        str(out),
-                        "-m",
-                        str(root / "model"),
-                    ],
-                    report_policy=policy,
-                )
-                app_s[name].append(time.perf_counter() - t0)
-                if code != 0:
-                    raise SystemExit(f"the app failed with exit code {code}")
-                summary = json.loads(next(out.rglob("summary.json")).read_text())
-                reported[name] = sum(i["num_reported"] for i in summary["images"])
+            code = app_main(
+                [
+                    "mammo_detect",
+                    "-i",
+                    str(root / "data" / "test"),
+                    "-o",
+                    str(out),
+                    "-m",
+                    str(root / "model"),
+                ],
+                report_policy=policy,
+            )
+            app_s[name].append(time.perf_counter() - t0)
+            if code != 0:
+                raise SystemExit(f"the app failed with exit code {code}")
+            summary = json.loads(next(out.rglob("summary.json")).read_text())
+            reported[name] = sum(i["num_reported"] for i in summary["images"])
     det = statistics.median(det_s)
     app, app10 = statistics.median(app_s["app"]), statistics.median(app_s["app_report10"])
     result = {

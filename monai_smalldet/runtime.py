@@ -128,36 +128,74 @@ def configure_ultralytics_settings() -> None:
         SETTINGS.update(sync=False)
 
 
-def available_cpus(cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup") -> int:
+def _cgroup_dirs(root: Path, proc_cgroup: str | os.PathLike[str]) -> tuple[list[Path], list[Path]]:
+    """The cgroup folders whose CPU quota applies to this process: ``(v2, v1)``, each from the
+    process's own cgroup (``/proc/self/cgroup``) up to the mount root, which is the whole list
+    inside a container (its cgroup namespace makes its own cgroup the root)."""
+    v2, v1 = [root], [root / "cpu", root / "cpu,cpuacct"]
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return v2, v1
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or not parts[2].startswith("/"):
+            continue
+        rel = Path(parts[2].lstrip("/"))
+        chain = [rel, *rel.parents][:-1]  # the own folder and its ancestors, not the root itself
+        if parts[0] == "0" and parts[1] == "":
+            v2 = [root / c for c in chain] + v2
+        elif "cpu" in parts[1].split(","):
+            mount = parts[1]
+            v1 = [root / d / c for d in dict.fromkeys(("cpu", mount)) for c in chain] + v1
+    return v2, v1
+
+
+def _quota_cpus(v2: list[Path], v1: list[Path]) -> int | None:
+    """The smallest CPU quota (rounded up) among those folders; ``None``: no quota."""
+    found: list[int] = []
+    for folder in v2:  # cgroup v2: "max 100000" (no limit) or "<quota> <period>"
+        try:
+            text = (folder / "cpu.max").read_text().split()
+            if len(text) == 2 and text[0] != "max" and float(text[0]) > 0 and float(text[1]) > 0:
+                found.append(math.ceil(float(text[0]) / float(text[1])))
+        except (OSError, ValueError):
+            continue
+    for folder in v1:  # cgroup v1: quota -1 means no limit
+        try:
+            quota = float((folder / "cpu.cfs_quota_us").read_text())
+            period = float((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        if quota > 0 and period > 0:
+            found.append(math.ceil(quota / period))
+    return min(found) if found else None
+
+
+def available_cpus(
+    cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
+    proc_cgroup: str | os.PathLike[str] = "/proc/self/cgroup",
+) -> int:
     """CPUs this process may actually use: its affinity mask, capped by a cgroup CPU quota.
 
     ``os.cpu_count()`` (what torch sizes its thread pool by) counts the host's CPUs; in a
     container limited by a quota (``docker run --cpus 2``: cgroup v2 ``cpu.max`` "200000
     100000", or v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) or pinned to some CPUs
     (``--cpuset-cpus``, ``taskset``), more threads than that only oversubscribe. The quota is
-    rounded up (1.5 CPUs -> 2 threads); at least 1.
+    read from the process's own cgroup and its ancestors (``proc_cgroup``), the smallest
+    applies, rounded up (1.5 CPUs -> 2 threads); at least 1.
 
     Args:
         cgroup_root: where the cgroup file system is mounted (tests point it elsewhere).
+        proc_cgroup: the process's cgroup membership file.
     """
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
-    root = Path(cgroup_root)
-    quota = period = None
-    try:  # cgroup v2: "max 100000" (no limit) or "<quota> <period>"
-        text = (root / "cpu.max").read_text().split()
-        if len(text) == 2 and text[0] != "max":
-            quota, period = float(text[0]), float(text[1])
-    except (OSError, ValueError):
-        try:  # cgroup v1: quota -1 means no limit
-            quota = float((root / "cpu" / "cpu.cfs_quota_us").read_text())
-            period = float((root / "cpu" / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            quota = period = None
-    if quota is not None and period and quota > 0:
-        cpus = min(cpus, math.ceil(quota / period))
+    quota = _quota_cpus(*_cgroup_dirs(Path(cgroup_root), proc_cgroup))
+    if quota is not None:
+        cpus = min(cpus, quota)
     return max(1, int(cpus))
 
 

@@ -81,10 +81,38 @@ def test_available_cpus_follows_the_cgroup_quota(tmp_path):
         "v1_unlimited": ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, mine),
         "none": ({}, mine),
     }
+    nowhere = tmp_path / "no_proc_cgroup"
     for name, (files, expected) in cases.items():
-        assert available_cpus(_cgroup(tmp_path, name, files)) == expected, name
+        assert available_cpus(_cgroup(tmp_path, name, files), nowhere) == expected, name
     big = _cgroup(tmp_path, "v2_big", {"cpu.max": f"{(mine + 8) * 100000} 100000\n"})
-    assert available_cpus(big) == mine  # a quota above the affinity does not add CPUs
+    assert available_cpus(big, nowhere) == mine  # a quota above the affinity does not add CPUs
+
+
+def test_available_cpus_reads_the_processs_own_cgroup(tmp_path):
+    """Outside a cgroup namespace the quota sits on the process's own cgroup (or an ancestor),
+    named in /proc/self/cgroup, not at the mount root: v1 (cpu,cpuacct controller) and v2."""
+    from monai_smalldet.runtime import available_cpus
+
+    mine = len(os.sched_getaffinity(0))
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text("4:memory:/user\n3:cpu,cpuacct:/apps/mammo/run1\n0::/system.slice/app.service\n")
+    v1 = _cgroup(
+        tmp_path,
+        "v1",
+        {
+            "cpu,cpuacct/apps/mammo/cpu.cfs_quota_us": "100000\n",  # an ancestor of the process's cgroup
+            "cpu,cpuacct/apps/mammo/cpu.cfs_period_us": "100000\n",
+            "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+            "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        },
+    )
+    assert available_cpus(v1, proc) == 1
+    v2 = _cgroup(
+        tmp_path, "v2", {"system.slice/app.service/cpu.max": "100000 100000\n", "cpu.max": "max 100000\n"}
+    )
+    assert available_cpus(v2, proc) == 1
+    unrelated = _cgroup(tmp_path, "other", {"other.slice/cpu.max": "100000 100000\n"})
+    assert available_cpus(unrelated, proc) == mine
 
 
 def test_torch_threads_follow_the_affinity_mask():

@@ -54,7 +54,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -489,11 +489,47 @@ def generate_mammogram(
     rng_shape, rng_texture, rng_findings, rng_detector = (
         np.random.default_rng(_child(seed, k)) for k in range(4)
     )
-    rng = rng_shape
+    breast = _anatomy(rng_shape, rng_texture, view, cfg)
+    plan = _plan_findings(rng_findings, cfg, n_lesions)
+    lesions = _place_findings(rng_findings, plan, breast, cfg, render_findings)
+    image, marker_box = _expose(rng_detector, breast, cfg)
+    mask = breast.mask
+    if laterality == "R":  # mirror: chest wall on the right edge
+        image, mask, lesions, marker_box = _mirrored(image, mask, lesions, marker_box, cfg.spacing_mm)
+    return SyntheticMammogram(
+        image=image,
+        breast_mask=mask,
+        pixel_spacing_mm=cfg.spacing_mm,
+        view=view,
+        laterality=laterality,
+        bits_stored=cfg.bits_stored,
+        density=breast.density,
+        beta=breast.beta,
+        lesions=lesions,
+        marker_box=marker_box,
+    )
+
+
+class _Breast(NamedTuple):
+    """The anatomy of one image before its findings: all in stored pixels (chest wall at x = 0)."""
+
+    outline: Any
+    view: str
+    thickness: np.ndarray  # relative compressed thickness, 0 outside
+    mask: np.ndarray  # breast tissue
+    muscle: np.ndarray  # pectoral muscle (MLO)
+    attenuation: np.ndarray  # float32, the findings are added to it in place
+    density: float
+    beta: float
+
+
+def _anatomy(
+    rng: np.random.Generator, rng_texture: np.random.Generator, view: str, cfg: SynthConfig
+) -> _Breast:
+    """Outline, thickness, glandular envelope, texture, skin line and (MLO) pectoral muscle."""
     rows, cols = cfg.shape_px
     sp = cfg.spacing_mm
     size_mm = (rows * sp, cols * sp)
-
     outline = _draw_outline(rng, view, size_mm)
     # The outline, thickness and envelope fields are smooth: evaluate them on a grid of at most
     # ~0.28 mm and upsample bilinearly (cell centres aligned), which keeps the mask edge exact
@@ -545,48 +581,56 @@ def generate_mammogram(
     attenuation = tissue
     attenuation *= thickness
     attenuation += skin_line
-    del texture, tissue, envelope, fields, rho, skin_line, muscle_w
+    return _Breast(outline, view, thickness, mask, muscle, attenuation, density, beta)
 
-    def inside(cx: float, cy: float, radius: float) -> bool:
-        """Whether a disc of ``radius`` mm at (cx, cy) lies inside breast tissue, off the muscle."""
-        pts_x = np.array(
-            [cx] + [cx + radius * math.cos(a) for a in np.linspace(0, 2 * math.pi, 12, endpoint=False)],
-            np.float32,
-        )
-        pts_y = np.array(
-            [cy] + [cy + radius * math.sin(a) for a in np.linspace(0, 2 * math.pi, 12, endpoint=False)],
-            np.float32,
-        )
-        r_pts, d_pts = outline.rho(pts_x, pts_y)
-        skin = d_pts * (1.0 / np.maximum(r_pts, 1e-3) - 1.0)
-        if (r_pts >= 0.95).any() or (skin < 2.0).any():
-            return False
-        if (
-            (pts_x <= 1.0).any()
-            or (pts_y <= 1.0).any()
-            or (pts_x >= size_mm[1] - 1).any()
-            or (pts_y >= size_mm[0] - 1).any()
-        ):
-            return False
-        if view == "MLO":
-            ci = np.clip((pts_y / sp).astype(int), 0, rows - 1)
-            cj = np.clip((pts_x / sp).astype(int), 0, cols - 1)
-            if muscle[ci, cj].any():
-                return False
-        return True
 
-    # -- findings --------------------------------------------------------------------------
+def _inside(breast: _Breast, sp: float, cx: float, cy: float, radius: float) -> bool:
+    """Whether a disc of ``radius`` mm at (cx, cy) lies inside breast tissue, off the muscle."""
+    rows, cols = breast.mask.shape
+    angles = np.linspace(0, 2 * math.pi, 12, endpoint=False)
+    pts_x = np.array([cx] + [cx + radius * math.cos(a) for a in angles], np.float32)
+    pts_y = np.array([cy] + [cy + radius * math.sin(a) for a in angles], np.float32)
+    r_pts, d_pts = breast.outline.rho(pts_x, pts_y)
+    skin = d_pts * (1.0 / np.maximum(r_pts, 1e-3) - 1.0)
+    if (r_pts >= 0.95).any() or (skin < 2.0).any():
+        return False
+    size_mm = (rows * sp, cols * sp)
+    if (
+        (pts_x <= 1.0).any()
+        or (pts_y <= 1.0).any()
+        or (pts_x >= size_mm[1] - 1).any()
+        or (pts_y >= size_mm[0] - 1).any()
+    ):
+        return False
+    if breast.view == "MLO":
+        ci = np.clip((pts_y / sp).astype(int), 0, rows - 1)
+        cj = np.clip((pts_x / sp).astype(int), 0, cols - 1)
+        if breast.muscle[ci, cj].any():
+            return False
+    return True
+
+
+def _plan_findings(
+    rng: np.random.Generator, cfg: SynthConfig, n_lesions: int | None
+) -> list[tuple[str, bool]]:
+    """``(kind, malignant)`` of each finding to place: the malignant ones, then benign masses."""
     if n_lesions is None:
-        n_lesions = (
-            0 if rng_findings.uniform() < cfg.p_normal else int(rng_findings.integers(1, cfg.max_lesions + 1))
-        )
+        n_lesions = 0 if rng.uniform() < cfg.p_normal else int(rng.integers(1, cfg.max_lesions + 1))
     plan: list[tuple[str, bool]] = []
     weights = np.asarray(cfg.type_weights, dtype=float) / sum(cfg.type_weights)
     for _ in range(n_lesions):
-        plan.append((str(rng_findings.choice(MALIGNANT_TYPES, p=weights)), True))
-    n_benign = int(rng_findings.uniform() < cfg.p_benign) + int(rng_findings.uniform() < cfg.p_benign / 2)
-    plan += [("benign_mass", False)] * n_benign
+        plan.append((str(rng.choice(MALIGNANT_TYPES, p=weights)), True))
+    n_benign = int(rng.uniform() < cfg.p_benign) + int(rng.uniform() < cfg.p_benign / 2)
+    return plan + [("benign_mass", False)] * n_benign
 
+
+def _place_findings(
+    rng: np.random.Generator, plan: list[tuple[str, bool]], breast: _Breast, cfg: SynthConfig, render: bool
+) -> list[Lesion]:
+    """Size, place and (``render``) draw each planned finding into ``breast.attenuation``."""
+    sp = cfg.spacing_mm
+    rows, cols = breast.mask.shape
+    size_mm = (rows * sp, cols * sp)
     lesions: list[Lesion] = []
     occupied: list[tuple[float, float, float]] = []
     for kind, malignant in plan:
@@ -598,83 +642,93 @@ def generate_mammogram(
             lo, hi = cfg.benign_diameter_mm
         if malignant and cfg.small_only:
             hi = min(hi, 9.99)
-        size = _log_uniform(rng_findings, lo, hi)
+        size = _log_uniform(rng, lo, hi)
         reach = size / 2 * (2.6 if kind == "spiculated_mass" else 1.2) + 2.0
         for _attempt in range(200):
-            cx = rng_findings.uniform(0.02, 0.95) * size_mm[1]
-            cy = rng_findings.uniform(0.02, 0.98) * size_mm[0]
+            cx = rng.uniform(0.02, 0.95) * size_mm[1]
+            cy = rng.uniform(0.02, 0.98) * size_mm[0]
             # the whole box (corners at sqrt(2) x the radius) must lie in the breast
-            if inside(cx, cy, (size / 2 + 1.0) * math.sqrt(2)) and all(
+            if _inside(breast, sp, cx, cy, (size / 2 + 1.0) * math.sqrt(2)) and all(
                 math.hypot(cx - ox, cy - oy) > reach + orr for ox, oy, orr in occupied
             ):
                 break
         else:
             continue  # no room (a very small breast): skip this finding
         occupied.append((cx, cy, reach))
-        local_t = float(thickness[min(int(cy / sp), rows - 1), min(int(cx / sp), cols - 1)])
-        cpx, cpy = cx / sp, cy / sp
         if kind == "calcification_cluster":
-            target = attenuation if render_findings else np.zeros_like(attenuation)
-            box_px = _add_specks(target, (cpx, cpy), _cluster_specks(rng_findings, size), sp)
+            target = breast.attenuation if render else np.zeros_like(breast.attenuation)
+            box_px = _add_specks(target, (cx / sp, cy / sp), _cluster_specks(rng, size), sp)
             box = tuple(v * sp for v in box_px)
             extent = max(box[2] - box[0], box[3] - box[1])
             lesions.append(Lesion(kind, (cx, cy), float(extent), box, True))  # type: ignore[arg-type]
             continue
-        base = rng_findings.uniform(*cfg.mass_contrast) * local_t
-        contrast = min(base * size / cfg.mass_contrast_ref_mm, cfg.mass_contrast_max)
-        patch, core = _mass_patch(rng_findings, kind, size / 2, sp, contrast, spicule_contrast=base)
-        half = patch.shape[0] // 2
-        ic, jc = int(round(cpy - 0.5)), int(round(cpx - 0.5))
-        r0, c0 = ic - half, jc - half
-        pr0, pc0 = max(0, -r0), max(0, -c0)
-        r0c, c0c = max(r0, 0), max(c0, 0)
-        r1c, c1c = min(r0 + patch.shape[0], rows), min(c0 + patch.shape[1], cols)
-        if render_findings:
-            window = patch[pr0 : pr0 + r1c - r0c, pc0 : pc0 + c1c - c0c]
-            attenuation[r0c:r1c, c0c:c1c] += window * mask[r0c:r1c, c0c:c1c]
-        # the patch centre sits on pixel (ic, jc): its centre in mm is ((jc + .5) sp, (ic + .5) sp)
-        mx, my = (jc + 0.5) * sp, (ic + 0.5) * sp
-        lesions.append(
-            Lesion(kind, (mx, my), float(size), (mx - core, my - core, mx + core, my + core), malignant)
-        )
+        lesions.append(_draw_mass(rng, kind, malignant, size, (cx, cy), breast, cfg, render))
+    return lesions
 
-    # -- detector ---------------------------------------------------------------------------
-    quantum_sigma = 0.006 * (FULL_SPACING_MM / sp)
-    signal = np.float32(0.03) + np.float32(0.9) * attenuation
-    signal += np.float32(quantum_sigma) * rng_detector.standard_normal((rows, cols), dtype=np.float32)
+
+def _draw_mass(
+    rng: np.random.Generator,
+    kind: str,
+    malignant: bool,
+    size: float,
+    centre_mm: tuple[float, float],
+    breast: _Breast,
+    cfg: SynthConfig,
+    render: bool,
+) -> Lesion:
+    """One mass: its contrast from the local thickness, its patch added to the attenuation."""
+    sp = cfg.spacing_mm
+    rows, cols = breast.mask.shape
+    cx, cy = centre_mm
+    local_t = float(breast.thickness[min(int(cy / sp), rows - 1), min(int(cx / sp), cols - 1)])
+    cpx, cpy = cx / sp, cy / sp
+    base = rng.uniform(*cfg.mass_contrast) * local_t
+    contrast = min(base * size / cfg.mass_contrast_ref_mm, cfg.mass_contrast_max)
+    patch, core = _mass_patch(rng, kind, size / 2, sp, contrast, spicule_contrast=base)
+    half = patch.shape[0] // 2
+    ic, jc = int(round(cpy - 0.5)), int(round(cpx - 0.5))
+    r0, c0 = ic - half, jc - half
+    pr0, pc0 = max(0, -r0), max(0, -c0)
+    r0c, c0c = max(r0, 0), max(c0, 0)
+    r1c, c1c = min(r0 + patch.shape[0], rows), min(c0 + patch.shape[1], cols)
+    if render:
+        window = patch[pr0 : pr0 + r1c - r0c, pc0 : pc0 + c1c - c0c]
+        breast.attenuation[r0c:r1c, c0c:c1c] += window * breast.mask[r0c:r1c, c0c:c1c]
+    # the patch centre sits on pixel (ic, jc): its centre in mm is ((jc + .5) sp, (ic + .5) sp)
+    mx, my = (jc + 0.5) * sp, (ic + 0.5) * sp
+    return Lesion(kind, (mx, my), float(size), (mx - core, my - core, mx + core, my + core), malignant)
+
+
+def _expose(rng: np.random.Generator, breast: _Breast, cfg: SynthConfig) -> tuple[np.ndarray, Any]:
+    """The detector: quantum noise, an optional burnt-in marker, quantisation to stored values."""
+    rows, cols = breast.mask.shape
+    quantum_sigma = 0.006 * (FULL_SPACING_MM / cfg.spacing_mm)
+    signal = np.float32(0.03) + np.float32(0.9) * breast.attenuation
+    signal += np.float32(quantum_sigma) * rng.standard_normal((rows, cols), dtype=np.float32)
     max_value = 2**cfg.bits_stored - 1
     marker_box = None
-    if rng_detector.uniform() < cfg.p_marker:
-        marker_box = _draw_marker(signal, mask, sp, chest_left=True, value=0.97)
-    image = np.clip(np.rint(signal * max_value), 0, max_value).astype(np.uint16)
-    del signal, attenuation
+    if rng.uniform() < cfg.p_marker:
+        marker_box = _draw_marker(signal, breast.mask, cfg.spacing_mm, chest_left=True, value=0.97)
+    return np.clip(np.rint(signal * max_value), 0, max_value).astype(np.uint16), marker_box
 
-    if laterality == "R":  # mirror: chest wall on the right edge
-        image = np.ascontiguousarray(image[:, ::-1])
-        mask = np.ascontiguousarray(mask[:, ::-1])
-        width = size_mm[1]
-        lesions = [
-            replace(
-                les,
-                center_mm=(width - les.center_mm[0], les.center_mm[1]),
-                box_mm=(width - les.box_mm[2], les.box_mm[1], width - les.box_mm[0], les.box_mm[3]),
-            )
-            for les in lesions
-        ]
-        if marker_box is not None:
-            marker_box = (cols - marker_box[2], marker_box[1], cols - marker_box[0], marker_box[3])
-    return SyntheticMammogram(
-        image=image,
-        breast_mask=mask,
-        pixel_spacing_mm=sp,
-        view=view,
-        laterality=laterality,
-        bits_stored=cfg.bits_stored,
-        density=density,
-        beta=beta,
-        lesions=lesions,
-        marker_box=marker_box,
-    )
+
+def _mirrored(
+    image: np.ndarray, mask: np.ndarray, lesions: list[Lesion], marker_box: Any, sp: float
+) -> tuple[np.ndarray, np.ndarray, list[Lesion], Any]:
+    """A left breast's image and ground truth as the right breast's (chest wall on the right)."""
+    cols = image.shape[1]
+    width = cols * sp
+    lesions = [
+        replace(
+            les,
+            center_mm=(width - les.center_mm[0], les.center_mm[1]),
+            box_mm=(width - les.box_mm[2], les.box_mm[1], width - les.box_mm[0], les.box_mm[3]),
+        )
+        for les in lesions
+    ]
+    if marker_box is not None:
+        marker_box = (cols - marker_box[2], marker_box[1], cols - marker_box[0], marker_box[3])
+    return np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(mask[:, ::-1]), lesions, marker_box
 
 
 # -- datasets ----------------------------------------------------------------------------------

@@ -625,18 +625,39 @@ def build_mammography_cad_sr(
     Raises:
         ValueError: no image, images of several studies, or an invalid source UID.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
     study_uid = _check_sources(images)
     for uid in (series_instance_uid, sop_instance_uid):
         if not valid_uid(uid):
             raise ValueError(f"invalid UID for the report: {uid!r}")
-    first = images[0].source
     library = _children(
         _item("CONTAINS", "CONTAINER", _LIBRARY, ContinuityOfContent="SEPARATE"),
         [_library_entry(image.source) for image in images],
     )
+    root_children = [
+        _code_item("HAS CONCEPT MOD", _LANGUAGE, _ENGLISH),
+        library,
+        _findings_summary(images, algorithm, include_optional, optional_min_score, max_findings_per_image),
+        _detections(images, algorithm, include_optional, optional_min_score),
+        _code_item("CONTAINS", _ANALYSES, _STATUS["not attempted"]),
+    ]
+    ds = _document_header(images, study_uid, algorithm, content_datetime or _dt.datetime.now())
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    ds.SeriesInstanceUID = series_instance_uid
+    ds.SeriesNumber = int(series_number)
+    ds.InstanceNumber = int(instance_number)
+    ds.ContentSequence = root_children
+    return ds
+
+
+def _findings_summary(
+    images: Sequence[CadImage],
+    algorithm: CadAlgorithm,
+    include_optional: bool,
+    optional_min_score: float,
+    max_findings_per_image: int,
+) -> Any:
+    """TID 4001: the CAD Processing and Findings Summary, its impression and the findings."""
     impressions = []
     for k, image in enumerate(images, start=1):
         if image.failure is not None:
@@ -645,42 +666,36 @@ def build_mammography_cad_sr(
         label = " ".join(
             v for v in (_laterality(image.source), str(image.source.get("ViewPosition", "") or "")) if v
         )
+        uid = str(image.source.SOPInstanceUID)
         for index, finding in enumerate(ranked, start=1):
             required = float(finding.score) >= algorithm.score_threshold
             if required or (include_optional and float(finding.score) >= optional_min_score):
                 impressions.append(
-                    _finding(
-                        finding,
-                        index,
-                        label or f"image {k}",
-                        (1, 2, k),
-                        algorithm,
-                        required,
-                        str(image.source.SOPInstanceUID),
-                    )
+                    _finding(finding, index, label or f"image {k}", (1, 2, k), algorithm, required, uid)
                 )
     shown = sum(
         1 for item in impressions if item.ContentSequence[0].ConceptCodeSequence[0].CodeValue == _REQUIRED[0]
     )
     ok = [image.failure is None for image in images]
-    summary_value = _PROCESSING[(all(ok), any(ok), bool(impressions))]
     body = [_text("HAS PROPERTIES", _IMPRESSION_TEXT, _impression_text(images, shown, algorithm))]
     body += _algorithm(algorithm, with_parameters=True)
-    summary = _code_item("CONTAINS", _SUMMARY, summary_value, body + impressions)
-    analyses = _code_item("CONTAINS", _ANALYSES, _STATUS["not attempted"])
-    root_children = [
-        _code_item("HAS CONCEPT MOD", _LANGUAGE, _ENGLISH),
-        library,
-        summary,
-        _detections(images, algorithm, include_optional, optional_min_score),
-        analyses,
-    ]
+    return _code_item(
+        "CONTAINS", _SUMMARY, _PROCESSING[(all(ok), any(ok), bool(impressions))], body + impressions
+    )
 
-    now = content_datetime or _dt.datetime.now()
+
+def _document_header(
+    images: Sequence[CadImage], study_uid: str, algorithm: CadAlgorithm, now: _dt.datetime
+) -> Any:
+    """The report's modules other than its content tree (Patient and Study from the first image;
+    SR Document Series, General Equipment, SR Document General) and its file meta."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    first = images[0].source
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = MAMMOGRAPHY_CAD_SR
-    ds.SOPInstanceUID = sop_instance_uid
     for keyword in _COPIED:
         if keyword in first:
             setattr(ds, keyword, first.get(keyword))
@@ -689,8 +704,6 @@ def build_mammography_cad_sr(
             setattr(ds, keyword, None)
     ds.StudyInstanceUID = study_uid
     ds.Modality = "SR"
-    ds.SeriesInstanceUID = series_instance_uid
-    ds.SeriesNumber = int(series_number)
     marker = " NOT FOR CLINICAL USE" if algorithm.not_for_clinical_use else ""
     ds.SeriesDescription = f"{algorithm.manufacturer} Mammography CAD{marker}"[:64]
     ds.ReferencedPerformedProcedureStepSequence = []
@@ -698,7 +711,6 @@ def build_mammography_cad_sr(
     ds.ManufacturerModelName = algorithm.name[:64]
     versions = [v for v in (algorithm.software_version, algorithm.version) if v]
     ds.SoftwareVersions = [v[:64] for v in versions] or None
-    ds.InstanceNumber = int(instance_number)
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
@@ -713,11 +725,8 @@ def build_mammography_cad_sr(
     template.MappingResource = "DCMR"
     template.TemplateIdentifier = "4000"
     ds.ContentTemplateSequence = [template]
-    ds.ContentSequence = root_children
-
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MAMMOGRAPHY_CAD_SR
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta = meta
