@@ -22,7 +22,7 @@ def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instanc
     measurement group: an image-region SCOORD ``POLYLINE`` (closed
     rectangle, (column, row) pixel coordinates of the source image) that references the source
     SOP instance, finding type *Lesion*, finding site *Breast* with the image's laterality, the
-    algorithm identification (name, version) and the measurement *Certainty of Finding* (the
+    algorithm identification (name; version = package version and checkpoint hash) and the measurement *Certainty of Finding* (the
     uncalibrated detector score x 100, %; not a probability of cancer). An image without a
     reported finding gets one image-level group (TID 1501) whose qualitative evaluation is the
     CAD summary "All algorithms succeeded; without findings" (TID 1500 requires one group): no
@@ -35,16 +35,19 @@ def build_sr(image: ImageResult, model: dict[str, Any], series_uid: str, instanc
     from pydicom.uid import generate_uid
 
     source = image.source
-    algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=str(model.get("version", "")))
+    sha = model.get("checkpoint_sha256")
+    version = str(model.get("version", "")) + (f" model {sha[:12]}" if sha else "")
+    variant = ((model.get("spec") or {}).get("variant")) or ""
+    algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=version)
     laterality = {"L": codes.SCT.Left, "R": codes.SCT.Right}.get(str(image.laterality or "").upper())
     site = hd.sr.FindingSite(anatomic_location=codes.SCT.Breast, laterality=laterality)
     groups = [_finding_group(f, i, source, algorithm, site) for i, f in enumerate(image.reported, start=1)]
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=[ALGORITHM_NAME, str(model.get("version", ""))]),
+            uid=generate_uid(entropy_srcs=[ALGORITHM_NAME, version]),
             name=ALGORITHM_NAME,
-            model_name=str(model.get("version", "")),
+            model_name=f"multi-scale YOLOv5{variant}",
         ),
     )
     if not groups:

@@ -483,7 +483,7 @@ def _operating_points(
         if fpi is not None:
             children.append(_num("HAS PROPERTIES", _FALSE_MARKS, fpi, ("{ratio}", "UCUM", "ratio")))
         if sens is not None:
-            children.append(_num("HAS PROPERTIES", _LESION_SENSITIVITY, 100 * sens, _PERCENT))
+            children.append(_num("HAS PROPERTIES", _LESION_SENSITIVITY, round(100 * sens, 2), _PERCENT))
         table.append(_num("CONTAINS", _OPERATING_POINT, value, ("{0:n}", "UCUM", "range: 0:n"), children))
     axes = [
         _code_item("CONTAINS", _X_CONCEPT, _FALSE_MARKS),
