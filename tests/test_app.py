@@ -778,3 +778,37 @@ def test_an_output_folder_that_cannot_be_written_is_exit_2_with_one_line(tmp_pat
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert len(errors) == 1 and ("Read-only file system" in errors[0] or "Not a directory" in errors[0])
         assert "Traceback" not in proc.stderr
+
+
+def test_each_file_is_parsed_once_for_its_header_and_once_for_its_image(tmp_path, study, monkeypatch):
+    """The loader reads headers only (the SDK's would read and keep every file whole): each MG
+    file is parsed twice in all, once up to its pixel data and once whole by read_mammogram;
+    the datasets the run keeps hold no pixel data."""
+    from collections import Counter
+
+    import apps.mammo_detect.operators as operators
+
+    calls: Counter = Counter()
+    real = pydicom.dcmread
+
+    def counting(fp, *args, **kwargs):
+        calls[(Path(str(fp)).name, bool(kwargs.get("stop_before_pixels")))] += 1
+        return real(fp, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    inp = tmp_path / "in"
+    shutil.copytree(study["dicom"] / "mg", inp, ignore=shutil.ignore_patterns("broken.dcm"))
+    app_out = tmp_path / "out"
+    kept = []
+    one_image = operators.MammoDetectionOperator._one_image
+
+    def keep(self, ds, series_uid):
+        kept.append(ds)
+        return one_image(self, ds, series_uid)
+
+    monkeypatch.setattr(operators.MammoDetectionOperator, "_one_image", keep)
+    args = ["mammo_detect", "-i", str(inp), "-o", str(app_out), "-m", str(study["model"])]
+    assert main(args, detector=_fake_detector()) == 0
+    names = sorted(p.name for p in inp.iterdir())
+    assert {name: (calls[(name, True)], calls[(name, False)]) for name in names} == {n: (1, 1) for n in names}
+    assert len(kept) == 4 and not any("PixelData" in ds for ds in kept)

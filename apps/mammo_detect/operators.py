@@ -9,7 +9,7 @@ Data flow (see :mod:`.app`)::
                                     v
                            StudyWriterOperator (CAD SR, overlays, summary.json; all or nothing)
 
-The SDK's DICOM loader (with a header pre-check) parses every file with pydicom and groups
+The loader (the SDK's, reading headers only) parses every file up to its pixel data and groups
 instances into studies and series; the selector keeps the series of Modality MG. Whether an
 instance is *For Presentation* is decided **per instance** (SOP Class, Presentation Intent
 Type), never from a series' first file, so the result does not depend on file order. The
@@ -99,25 +99,64 @@ def _instance_sort_key(ds: Any) -> tuple[int, str]:
 
 
 class GuardedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
-    """The SDK's DICOM loader, minus one failure mode: the SDK skips files pydicom calls invalid
-    DICOM but lets any other parsing error (e.g. a damaged header) stop the whole run. Here each
-    file's header is parsed first and a file that raises is logged and left out (it is then
-    listed in ``run_summary.json`` under ``unloaded_files``)."""
+    """The SDK's DICOM loader, reading **headers only**, and robust to any bad file.
 
-    def _load_data(self, files: list[str]) -> Any:
+    Overrides the SDK's public ``load_data_to_studies``: each file is parsed once, up to its
+    pixel data (``stop_before_pixels``), and grouped into the SDK's ``DICOMStudy`` /
+    ``DICOMSeries`` with the loader's own ``populate_study_attributes`` /
+    ``populate_series_attributes``, so the SDK's series selector works unchanged. The pixels
+    are read once, by the detection operator, from the instance's file
+    (``read_mammogram``): every file is parsed once for its header and once for its image,
+    and no image is held in memory beyond the one being detected (the SDK's loader reads and
+    keeps every file whole). A file that pydicom cannot parse, or that lacks the Study,
+    Series or SOP Instance UID, is logged and left out (``run_summary.json`` lists it under
+    ``unloaded_files``); a second file with an already loaded SOP Instance UID is left out
+    too. Unlike the SDK's loader, instances are not deduplicated by Image Position (Patient),
+    which 2-D mammograms do not carry meaningfully.
+    """
+
+    def load_data_to_studies(self, input_path: Path) -> list[Any]:
+        from monai.deploy.core.domain.dicom_series import DICOMSeries
+        from monai.deploy.core.domain.dicom_study import DICOMStudy
         from pydicom import dcmread
 
-        readable = []
-        for file in files:
-            try:
-                dcmread(file, stop_before_pixels=True, force=False)
-            except Exception as err:
-                logger.warning(
-                    "not a readable DICOM file, left out: %s (%s: %s)", file, type(err).__name__, err
-                )
-                continue
-            readable.append(file)
-        return super()._load_data(readable)
+        if not input_path.exists() or not input_path.is_dir():
+            raise ValueError("Required input folder does not exist.")
+        studies: dict[str, Any] = {}
+        series_of: dict[tuple[str, str], Any] = {}
+        seen: set[str] = set()
+        for folder, _, names in sorted(os.walk(input_path)):
+            for name in sorted(names):
+                path = os.path.join(folder, name)
+                try:
+                    ds = dcmread(path, stop_before_pixels=True)
+                    study_uid, series_uid, sop_uid, sop_class = (
+                        str(ds[k].value)
+                        for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+                    )
+                except Exception as err:  # a damaged header must not stop the run
+                    logger.warning(
+                        "not a readable DICOM instance, left out: %s (%s: %s)", path, type(err).__name__, err
+                    )
+                    continue
+                if sop_uid in seen:
+                    logger.warning(
+                        "left out %s: SOP Instance UID %s already loaded from another file", path, sop_uid
+                    )
+                    continue
+                if sop_class in DICOMDataLoaderOperator.SOP_CLASSES_TO_IGNORE:  # DICOMDIR
+                    continue
+                seen.add(sop_uid)
+                if study_uid not in studies:
+                    studies[study_uid] = DICOMStudy(study_uid)
+                    self.populate_study_attributes(studies[study_uid], ds)
+                if (study_uid, series_uid) not in series_of:
+                    series = DICOMSeries(series_uid)
+                    self.populate_series_attributes(series, ds)
+                    studies[study_uid].add_series(series)
+                    series_of[(study_uid, series_uid)] = series
+                series_of[(study_uid, series_uid)].add_sop_instance(ds)
+        return list(studies.values())  # an input without a study is reported by the app (exit 3)
 
 
 # ---------------------------------------------------------------------------------------------
