@@ -269,6 +269,7 @@ class StudyWriterOperator(Operator):
     """Writes each :class:`StudyResult` it receives (one per compute) with :func:`write_study`.
 
     Named input: ``study_result``. ``outcomes`` lists what was written, per study, in order.
+    Once a study is written its previews are dropped (the run keeps only its findings).
     """
 
     def __init__(
@@ -291,3 +292,5 @@ class StudyWriterOperator(Operator):
         study = op_input.receive("study_result")
         if study is not None:
             self.outcomes.append(write_study(study, self.out_dir, self.options))
+            for image in study.images:  # the run keeps each study's results, not its previews
+                image.preview = None
