@@ -812,3 +812,40 @@ def test_each_file_is_parsed_once_for_its_header_and_once_for_its_image(tmp_path
     names = sorted(p.name for p in inp.iterdir())
     assert {name: (calls[(name, True)], calls[(name, False)]) for name in names} == {n: (1, 1) for n in names}
     assert len(kept) == 4 and not any("PixelData" in ds for ds in kept)
+
+
+def test_cad_sr_agrees_with_the_json_finding_by_finding_and_passes_dcmtk(study, runs):
+    """The study's CAD SR (default outputs): every reported finding of summary.json, on its
+    image, with its box and score; the failed image under Failed Detections with its reason;
+    DCMTK reads it without a warning about the document."""
+    from monai_smalldet.reports import read_mammography_cad_sr
+    from tests.tools import require_tool
+
+    _, out = runs["b"]
+    summary = _summary(out, study["study_uid"])
+    path = output_paths(out, study["study_uid"])["study_dir"] / CAD_SR_NAME
+    cad = read_mammography_cad_sr(pydicom.dcmread(path))
+    expected = sorted(
+        (i["sop_instance_uid"], [round(v, 3) for v in f["box"]], round(f["score"], 4))
+        for i in summary["images"]
+        for f in i["findings"]
+        if f["reported"]
+    )
+    got = sorted(
+        (f["sop_instance_uid"], [round(v, 3) for v in f["box"]], round(f["score"], 4))
+        for f in cad["findings"]
+    )
+    assert got == expected and len(got) == 1
+    assert all(f["rendering_intent"] == "Presentation Required" for f in cad["findings"])
+    assert cad["failed"] == {study["broken_sop"]: summary["failed"][0]["reason"]}
+    assert cad["detections"] == "Partially Succeeded"
+    proc = subprocess.run(
+        [require_tool("dsrdump", "dcmtk"), str(path)], capture_output=True, text=True, timeout=60
+    )
+    notes = ("does not support this Specific Character Set", "template constraints not yet")
+    problems = [
+        line
+        for line in proc.stderr.splitlines()
+        if line[:2] in ("W:", "E:", "F:") and not any(n in line for n in notes)
+    ]
+    assert proc.returncode == 0 and problems == []
