@@ -514,3 +514,26 @@ def test_plot_froc_writes_png_of_requested_size(tmp_path, log_x):
     assert written == out and out.stat().st_size > 1000
     assert mpimg.imread(out).shape[:2] == (480, 640)
     assert os.listdir(out.parent) == ["froc.png"]  # no temporary file left behind
+
+
+def test_keys_and_options_objects_are_the_one_definition_of_froc_settings():
+    """``froc``, ``match_images`` and ``FROCMetric`` take the same MatchKeys / FROCOptions (or
+    their fields by name); a name that is neither's field is a TypeError, not ignored."""
+    from monai_smalldet.metrics import FROCMetric, FROCOptions, MatchKeys, froc, match_images
+
+    preds = [{"p": [[10, 10, 20, 20], [50, 50, 60, 60]], "s": [0.9, 0.8]}, {"p": [[0, 0, 5, 5]], "s": [0.7]}]
+    gts = [{"b": [[8, 8, 22, 22]]}, {"b": []}]
+    keys = MatchKeys(pred_box_key="p", pred_score_key="s", gt_box_key="b", pixel_spacing_mm=0.1)
+    by_object = froc(preds, gts, keys=keys, options=FROCOptions(n_bootstrap=0))
+    by_name = froc(
+        preds, gts, pred_box_key="p", pred_score_key="s", gt_box_key="b", pixel_spacing_mm=0.1, n_bootstrap=0
+    )
+    assert by_object.to_dict() == by_name.to_dict()
+    assert by_object.sensitivity.tolist() == [0.0, 1.0, 1.0, 1.0]
+    assert [m.lesion_sizes_mm.tolist() for m in match_images(preds, gts, keys)] == [[pytest.approx(1.4)], []]
+    metric = FROCMetric("sensitivity@0.5", keys=keys, stratify=False)
+    assert metric.keys == keys and metric.options == FROCOptions(n_bootstrap=0, stratify=False)
+    with pytest.raises(TypeError, match="pred_scores_key"):
+        froc(preds, gts, pred_scores_key="s")
+    with pytest.raises(TypeError, match="n_boot"):
+        FROCMetric("cpm", n_boot=10)

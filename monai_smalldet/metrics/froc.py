@@ -61,6 +61,7 @@ per-size FROC (the FPI axis is the reader's false-alarm budget, whatever the les
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -80,15 +81,17 @@ from .curve import (
     _curve,
     sensitivity_at_fpi,
 )
-from .matching import BORDER_TOLERANCE_PX, ImageMatch, match_image, match_images
+from .matching import BORDER_TOLERANCE_PX, ImageMatch, MatchKeys, match_image, match_images
 
 __all__ = [
     "BORDER_TOLERANCE_PX",
     "CPM_FPIS",
     "DEFAULT_FPIS",
     "FROCBootstrap",
+    "FROCOptions",
     "FROCResult",
     "ImageMatch",
+    "MatchKeys",
     "UndefinedSensitivityWarning",
     "froc",
     "froc_from_matches",
@@ -327,17 +330,56 @@ def _bootstrap_intervals(
     return boot
 
 
+@dataclass(frozen=True)
+class FROCOptions:
+    """How the FROC of matched images is summarised (one definition for :func:`froc`,
+    :func:`froc_from_matches` and :class:`~monai_smalldet.metrics.FROCMetric`).
+
+    Attributes:
+        size_threshold_mm: size strata are ``< threshold`` and ``>= threshold``.
+        stratify: compute the size strata (when any lesion size is known) and the type
+            strata (one per lesion type given).
+        n_bootstrap: bootstrap resamples of the images (0: no confidence intervals).
+        seed: seed of ``numpy.random.default_rng`` for the bootstrap.
+        ci_level: coverage of the percentile intervals.
+    """
+
+    size_threshold_mm: float = 10.0
+    stratify: bool = True
+    n_bootstrap: int = 1000
+    seed: int = 0
+    ci_level: float = 0.95
+
+
+_KEY_FIELDS = frozenset(f.name for f in dataclasses.fields(MatchKeys))
+_OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(FROCOptions))
+
+
+def split_froc_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``fields`` as (:class:`MatchKeys` fields, :class:`FROCOptions` fields).
+
+    Raises:
+        TypeError: a name that is a field of neither.
+    """
+    unknown = set(fields) - _KEY_FIELDS - _OPTION_FIELDS
+    if unknown:
+        raise TypeError(f"unknown FROC option(s) {sorted(unknown)}: not a field of MatchKeys or FROCOptions")
+    keys = {k: v for k, v in fields.items() if k in _KEY_FIELDS}
+    return keys, {k: v for k, v in fields.items() if k in _OPTION_FIELDS}
+
+
 def froc_from_matches(
     matches: Sequence[ImageMatch],
     *,
     fpis: Sequence[float] = DEFAULT_FPIS,
-    size_threshold_mm: float = 10.0,
-    stratify: bool = True,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    ci_level: float = 0.95,
+    options: FROCOptions | None = None,
+    **fields: Any,
 ) -> FROCResult:
-    """FROC of already matched images (see :func:`froc`)."""
+    """FROC of already matched images (see :func:`froc`); ``fields``: fields of
+    :class:`FROCOptions` that replace those of ``options``."""
+    opts = dataclasses.replace(options or FROCOptions(), **fields)
+    size_threshold_mm, stratify, n_bootstrap = opts.size_threshold_mm, opts.stratify, opts.n_bootstrap
+    seed, ci_level = opts.seed, opts.ci_level
     num_images = len(matches)
     if num_images == 0:
         raise ValueError("FROC needs at least one image (the FPI denominator is the number of images).")
@@ -386,18 +428,9 @@ def froc(
     ground_truth: Sequence[Mapping[str, Any] | NdarrayOrTensor],
     *,
     fpis: Sequence[float] = DEFAULT_FPIS,
-    pred_box_key: str = "box",
-    pred_score_key: str = "label_scores",
-    gt_box_key: str = "box",
-    size_key: str = "lesion_size_mm",
-    type_key: str = "lesion_type",
-    spacing_key: str = "pixel_spacing_mm",
-    pixel_spacing_mm: float | Sequence[float] | None = None,
-    size_threshold_mm: float = 10.0,
-    stratify: bool = True,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    ci_level: float = 0.95,
+    keys: MatchKeys | None = None,
+    options: FROCOptions | None = None,
+    **fields: Any,
 ) -> FROCResult:
     """Box-based FROC over a set of images (rules in the module docstring).
 
@@ -411,15 +444,11 @@ def froc(
             mm, ``type_key`` -> (M,) types (or one string), ``spacing_key`` -> pixel spacing;
             or just the (M, 4) boxes.
         fpis: FPIs at which sensitivity is reported.
-        pred_box_key, pred_score_key, gt_box_key, size_key, type_key, spacing_key: keys.
-        pixel_spacing_mm: default spacing (scalar or ``(row_mm, column_mm)``) to compute a
-            lesion's size (longer box side in mm) where the ground truth gives none.
-        size_threshold_mm: size strata are ``< threshold`` and ``>= threshold``.
-        stratify: compute the size strata (when any lesion size is known) and the type
-            strata (one per lesion type given).
-        n_bootstrap: bootstrap resamples of the images (0: no confidence intervals).
-        seed: seed of ``numpy.random.default_rng`` for the bootstrap.
-        ci_level: coverage of the percentile intervals.
+        keys: where the entries keep boxes, scores, sizes, types, spacing (:class:`MatchKeys`).
+        options: strata, bootstrap and intervals (:class:`FROCOptions`).
+        fields: any field of :class:`MatchKeys` or :class:`FROCOptions` (e.g.
+            ``pred_score_key="scores"``, ``n_bootstrap=0``), replacing that of ``keys`` /
+            ``options``.
 
     Returns:
         the :class:`FROCResult`. Over a set without any lesion the sensitivities are NaN and
@@ -427,6 +456,8 @@ def froc(
 
     Raises:
         ValueError: no image, mismatched lengths, malformed boxes or NaN scores.
+        TypeError: a keyword that is a field of neither :class:`MatchKeys` nor
+            :class:`FROCOptions`.
 
     Example:
         >>> preds = [{"box": [[10, 10, 20, 20], [50, 50, 60, 60]], "label_scores": [0.9, 0.8]},
@@ -436,26 +467,9 @@ def froc(
         >>> r.fpi.tolist(), r.sensitivity.tolist()
         ([0.0, 0.0, 0.5, 1.0], [0.0, 1.0, 1.0, 1.0])
     """
-    matches = match_images(
-        predictions,
-        ground_truth,
-        pred_box_key=pred_box_key,
-        pred_score_key=pred_score_key,
-        gt_box_key=gt_box_key,
-        size_key=size_key,
-        type_key=type_key,
-        spacing_key=spacing_key,
-        pixel_spacing_mm=pixel_spacing_mm,
-    )
-    return froc_from_matches(
-        matches,
-        fpis=fpis,
-        size_threshold_mm=size_threshold_mm,
-        stratify=stratify,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        ci_level=ci_level,
-    )
+    key_fields, option_fields = split_froc_fields(fields)
+    matches = match_images(predictions, ground_truth, keys, **key_fields)
+    return froc_from_matches(matches, fpis=fpis, options=options, **option_fields)
 
 
 def froc_table(

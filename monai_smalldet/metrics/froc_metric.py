@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -17,11 +18,14 @@ from ignite.metrics.metric import reinit__is_reduced
 
 from .froc import (
     DEFAULT_FPIS,
+    FROCOptions,
     FROCResult,
     ImageMatch,
+    MatchKeys,
     UndefinedSensitivityWarning,
     froc_from_matches,
     match_images,
+    split_froc_fields,
 )
 
 __all__ = ["FROCMetric"]
@@ -83,13 +87,12 @@ class FROCMetric(Metric):
         key: the value ``compute`` returns (see above).
         fpis: FPIs reported in :attr:`last_result` (the FPI of ``key`` is added).
         output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
-        pred_box_key, pred_score_key, gt_box_key, size_key, type_key, spacing_key: keys of
-            the per-image mappings.
-        pixel_spacing_mm: default spacing to size lesions that have no size.
-        size_threshold_mm: size strata ``< threshold`` / ``>= threshold``.
-        stratify: compute the size and type strata.
-        n_bootstrap: bootstrap resamples per ``compute`` (0, the default: no intervals).
-        seed: bootstrap seed.
+        keys: where the per-image mappings keep boxes, scores, sizes, types, spacing
+            (:class:`~monai_smalldet.metrics.MatchKeys`).
+        options: strata and bootstrap (:class:`~monai_smalldet.metrics.FROCOptions`; here
+            ``n_bootstrap`` defaults to 0: no intervals per ``compute``).
+        fields: any field of ``MatchKeys`` or ``FROCOptions`` (e.g. ``pred_score_key=...``,
+            ``stratify=False``), replacing that of ``keys`` / ``options``.
         image_id_key: key of the ground-truth (or prediction) mapping holding an image id;
             later entries with an id already seen are dropped.
         device: where ignite keeps the metric (the matching itself runs on CPU numpy).
@@ -107,20 +110,11 @@ class FROCMetric(Metric):
         fpis: Sequence[float] = DEFAULT_FPIS,
         output_transform: Callable[[Any], Any] = _identity,
         *,
-        pred_box_key: str = "box",
-        pred_score_key: str = "label_scores",
-        gt_box_key: str = "box",
-        size_key: str = "lesion_size_mm",
-        type_key: str = "lesion_type",
-        spacing_key: str = "pixel_spacing_mm",
-        pixel_spacing_mm: float | Sequence[float] | None = None,
-        size_threshold_mm: float = 10.0,
-        stratify: bool = True,
-        n_bootstrap: int = 0,
-        seed: int = 0,
-        ci_level: float = 0.95,
+        keys: MatchKeys | None = None,
+        options: FROCOptions | None = None,
         image_id_key: str | None = None,
         device: str | torch.device = "cpu",
+        **fields: Any,
     ) -> None:
         match = _KEY.match(key)
         if match is None:
@@ -136,22 +130,9 @@ class FROCMetric(Metric):
         if self._key_fpi is not None and self._key_fpi not in fpis_t:
             fpis_t = tuple(sorted(fpis_t + (self._key_fpi,)))
         self.fpis = fpis_t
-        self._match_kwargs = dict(
-            pred_box_key=pred_box_key,
-            pred_score_key=pred_score_key,
-            gt_box_key=gt_box_key,
-            size_key=size_key,
-            type_key=type_key,
-            spacing_key=spacing_key,
-            pixel_spacing_mm=pixel_spacing_mm,
-        )
-        self._froc_kwargs = dict(
-            size_threshold_mm=size_threshold_mm,
-            stratify=stratify,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            ci_level=ci_level,
-        )
+        key_fields, option_fields = split_froc_fields(fields)
+        self.keys = dataclasses.replace(keys or MatchKeys(), **key_fields)
+        self.options = dataclasses.replace(options or FROCOptions(n_bootstrap=0), **option_fields)
         self.image_id_key = image_id_key
         self.last_result: FROCResult | None = None
         self._matches: list[ImageMatch] = []
@@ -168,7 +149,7 @@ class FROCMetric(Metric):
         if not isinstance(output, Sequence) or len(output) != 2:
             raise ValueError("FROCMetric expects (y_pred, y) after output_transform.")
         y_pred, y = _per_image(output[0]), _per_image(output[1])
-        self._matches.extend(match_images(y_pred, y, **self._match_kwargs))
+        self._matches.extend(match_images(y_pred, y, self.keys))
         for pred, gt in zip(y_pred, y, strict=True):
             image_id = None
             if self.image_id_key is not None:
@@ -202,7 +183,7 @@ class FROCMetric(Metric):
             matches = kept
         if not matches:
             raise NotComputableError("FROCMetric needs at least one image before compute().")
-        result = froc_from_matches(matches, fpis=self.fpis, **self._froc_kwargs)
+        result = froc_from_matches(matches, fpis=self.fpis, options=self.options)
         self.last_result = result
         return self._select(result)
 

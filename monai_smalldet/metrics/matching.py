@@ -3,6 +3,7 @@ positives (the rules of :mod:`monai_smalldet.metrics.froc`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -149,19 +150,47 @@ def match_image(
     )
 
 
+@dataclass(frozen=True)
+class MatchKeys:
+    """Where each image's entries keep what FROC matching reads (one definition for
+    :func:`match_images`, :func:`~monai_smalldet.metrics.froc` and
+    :class:`~monai_smalldet.metrics.FROCMetric`).
+
+    Attributes:
+        pred_box_key, pred_score_key: keys of a prediction mapping: (N, 4) boxes ``(x1, y1,
+            x2, y2)`` in pixels (x = column) and (N,) scores; MONAI's detectors' ``box`` /
+            ``label_scores`` by default.
+        gt_box_key, size_key, type_key, spacing_key: keys of a ground-truth mapping: (M, 4)
+            lesion boxes, (M,) sizes in mm, (M,) types (or one string), pixel spacing.
+        pixel_spacing_mm: spacing (scalar or ``(row_mm, column_mm)``) to compute a lesion's
+            size (longer box side in mm) where the ground truth gives none.
+    """
+
+    pred_box_key: str = "box"
+    pred_score_key: str = "label_scores"
+    gt_box_key: str = "box"
+    size_key: str = "lesion_size_mm"
+    type_key: str = "lesion_type"
+    spacing_key: str = "pixel_spacing_mm"
+    pixel_spacing_mm: float | Sequence[float] | None = None
+
+
 def match_images(
     predictions: Sequence[Mapping[str, Any] | Sequence[Any]],
     ground_truth: Sequence[Mapping[str, Any] | NdarrayOrTensor],
-    *,
-    pred_box_key: str = "box",
-    pred_score_key: str = "label_scores",
-    gt_box_key: str = "box",
-    size_key: str = "lesion_size_mm",
-    type_key: str = "lesion_type",
-    spacing_key: str = "pixel_spacing_mm",
-    pixel_spacing_mm: float | Sequence[float] | None = None,
+    keys: MatchKeys | None = None,
+    **fields: Any,
 ) -> list[ImageMatch]:
-    """Match a set of images (see :func:`froc` for the accepted per-image formats)."""
+    """Match a set of images (see :func:`froc` for the accepted per-image formats).
+
+    Args:
+        keys: where the entries keep boxes, scores, sizes, types (default :class:`MatchKeys`).
+        fields: fields of :class:`MatchKeys` that replace those of ``keys``.
+
+    Raises:
+        TypeError: a field :class:`MatchKeys` does not have.
+    """
+    k = dataclasses.replace(keys or MatchKeys(), **fields)
     if len(predictions) != len(ground_truth):
         raise ValueError(
             f"one prediction entry per image is needed: got {len(predictions)} predictions "
@@ -170,17 +199,17 @@ def match_images(
     matches = []
     for pred, gt in zip(predictions, ground_truth, strict=True):
         if isinstance(pred, Mapping):
-            pb, ps = pred.get(pred_box_key), pred.get(pred_score_key)
+            pb, ps = pred.get(k.pred_box_key), pred.get(k.pred_score_key)
         elif pred is None:
             pb, ps = None, None
         else:
             pb, ps = pred
         if isinstance(gt, Mapping):
-            gb = gt.get(gt_box_key)
-            sizes, types = gt.get(size_key), gt.get(type_key)
-            spacing = gt.get(spacing_key, pixel_spacing_mm)
+            gb = gt.get(k.gt_box_key)
+            sizes, types = gt.get(k.size_key), gt.get(k.type_key)
+            spacing = gt.get(k.spacing_key, k.pixel_spacing_mm)
         else:
-            gb, sizes, types, spacing = gt, None, None, pixel_spacing_mm
+            gb, sizes, types, spacing = gt, None, None, k.pixel_spacing_mm
         matches.append(
             match_image(pb, ps, gb, lesion_sizes_mm=sizes, lesion_types=types, pixel_spacing_mm=spacing)
         )
