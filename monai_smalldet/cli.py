@@ -6,6 +6,8 @@ Sub-commands:
 * ``preview``: a PNG contact sheet of a datalist split with its lesion boxes;
 * ``detect``: multi-scale detection on DICOM/PNG/TIFF/NIfTI files, one JSON per image;
 * ``froc``: FROC of a folder of ``detect`` JSONs against a datalist split (table + plot);
+* ``datalist``: a datalist (and its report of rejected rows) from a public dataset's annotation
+  files as published, or from the documented generic CSV;
 * ``demo``: the project's main job end to end (what ``make demo`` runs).
 """
 
@@ -171,6 +173,29 @@ def _cmd_froc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_datalist(args: argparse.Namespace) -> int:
+    from .data.datalists import ConversionError, convert_csv, convert_vindr_mammo, write_datalist
+
+    out_dir = args.out.resolve().parent
+    try:
+        if args.format == "csv":
+            datalist, report = convert_csv(
+                args.source, out_dir=out_dir, val_fraction=args.val_fraction, seed=args.seed
+            )
+        else:
+            kwargs = {"malignant_birads": tuple(args.malignant_birads)} if args.malignant_birads else {}
+            datalist, report = convert_vindr_mammo(
+                args.source, out_dir=out_dir, val_fraction=args.val_fraction, seed=args.seed, **kwargs
+            )
+    except ConversionError as err:
+        print(f"monai-smalldet datalist: error: {err}", file=sys.stderr)
+        return 2
+    out, report_path = write_datalist(datalist, report, args.out)
+    counts = ", ".join(f"{k} {v}" for k, v in report.images.items())
+    print(f"{out}: {counts} images; {len(report.rejected)} row(s) rejected (see {report_path})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .data.synthetic import generate_dataset, load_datalist
     from .visualize import preview_sheet
@@ -224,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detect(sub)
     _add_calibrate(sub)
     _add_froc(sub)
+    _add_datalist(sub)
     _add_demo(sub)
     return parser
 
@@ -346,6 +372,24 @@ def _add_froc(sub: Any) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_froc)
+
+
+def _add_datalist(sub: Any) -> None:
+    """The ``datalist`` subcommand."""
+    p = sub.add_parser(
+        "datalist", help="datalist.json (+ report of rejected rows) from a dataset's annotations"
+    )
+    p.add_argument("source", type=Path, help="csv: the CSV file; vindr-mammo: the dataset folder")
+    p.add_argument("--format", required=True, choices=("csv", "vindr-mammo"))
+    p.add_argument("--out", required=True, type=Path, help="datalist JSON to write (report beside it)")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="patients moved from training to validation"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    p.add_argument(
+        "--malignant-birads", nargs="+", help="vindr-mammo: finding BI-RADS values counted as malignant"
+    )
+    p.set_defaults(func=_cmd_datalist)
 
 
 def _add_demo(sub: Any) -> None:

@@ -1,0 +1,423 @@
+"""Datalists from mammography datasets as they are published, and from a documented CSV.
+
+Each converter reads a dataset's own annotation files and returns a decathlon-style datalist
+(``training`` / ``validation`` / ``test``, one entry per image, the format of
+:func:`monai_smalldet.data.synthetic.generate_dataset`) and a report of every row it could not
+convert, with the reason. :func:`write_datalist` writes both, atomically; the command is
+``monai-smalldet datalist --format {csv,vindr-mammo} ROOT --out datalist.json``.
+
+An entry::
+
+    {"image": "<path, relative to the datalist's folder>", "patient_id": ..., "laterality": "L",
+     "view": "CC", "box": [[x1, y1, x2, y2], ...], "label": [1, ...], "lesion_type": [...],
+     "benign_box": [...], "benign_type": [...], "source_split": ...}
+
+Boxes are pixels of the **stored image**, x = column, (x1, y1) the top-left corner; malignant
+findings go under ``box`` (``label`` 1), benign ones under ``benign_box`` (the hard negatives of
+:class:`~monai_smalldet.transforms.RandLesionTileSamplerd`). Images without a finding have empty
+lists. The validation split is cut from the training split by patient (seeded; one patient's
+images never straddle two splits); a dataset's own test split stays the test split.
+
+Rules for every converter: a row that cannot be converted (missing image file, a box that is
+empty or lies outside the image, an unknown pathology or BI-RADS value, a malformed number) is
+listed in the report with its row number and reason and left out; the conversion never stops at
+the first bad row; nothing is written when no image could be converted.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..files import write_json_atomic
+
+__all__ = [
+    "CSV_COLUMNS",
+    "VINDR_MALIGNANT_BIRADS",
+    "ConversionError",
+    "ConversionReport",
+    "convert_csv",
+    "convert_vindr_mammo",
+    "write_datalist",
+]
+
+#: the generic CSV format, one row per finding (an image without findings: one row, no box)
+CSV_COLUMNS = {
+    "image": "image file (DICOM, PNG, TIFF), relative to the CSV's folder or absolute; required",
+    "patient_id": "patient identifier (the validation split is cut by patient); required",
+    "split": "training | validation | test; empty: training",
+    "laterality": "L | R; optional",
+    "view": "CC | MLO | ...; optional",
+    "x1,y1,x2,y2": "finding box in pixels of the stored image, x = column; all empty: no finding",
+    "pathology": "malignant | benign (with a box); optional when there is no box",
+    "lesion_type": "free text, e.g. mass, calcification_cluster; optional",
+}
+
+#: VinDr-Mammo ``finding_birads`` values counted as malignant by default (BI-RADS 4 and 5:
+#: suspicious / highly suggestive of malignancy; VinDr-Mammo has no biopsy-proven pathology)
+VINDR_MALIGNANT_BIRADS = ("BI-RADS 4", "BI-RADS 5")
+_VINDR_BENIGN_BIRADS = ("BI-RADS 2", "BI-RADS 3")
+_SPLITS = ("training", "validation", "test")
+
+
+class ConversionError(ValueError):
+    """A dataset that cannot be converted at all (missing annotation file, missing columns,
+    no convertible image); the message names the file and the problem."""
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did: rows read, images per split, every rejected row and why."""
+
+    source: str
+    format: str
+    rows: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    images: dict[str, int] = field(default_factory=dict)
+    findings: dict[str, int] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    clipped_boxes: int = 0
+
+    def reject(self, row: int, file: str | None, reason: str) -> None:
+        self.rejected.append({"row": row, "file": file, "reason": reason})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "format": self.format,
+            "rows": self.rows,
+            "rows_rejected": len(self.rejected),
+            "images": self.images,
+            "findings": self.findings,
+            "clipped_boxes": self.clipped_boxes,
+            "settings": self.settings,
+            "rejected": self.rejected,
+        }
+
+
+@dataclass
+class _Image:
+    path: Path
+    patient_id: str
+    split: str
+    laterality: str | None = None
+    view: str | None = None
+    size_hw: tuple[int, int] | None = None
+    boxes: list[list[float]] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    benign: list[list[float]] = field(default_factory=list)
+    benign_types: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_csv(path: Path, required: Iterable[str]) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = sorted(set(required) - set(reader.fieldnames or []))
+            if missing:
+                raise ConversionError(f"{path}: missing column(s) {missing} (found {reader.fieldnames})")
+            return list(reader)
+    except OSError as err:
+        raise ConversionError(f"{path}: cannot read the annotation file ({err.strerror or err})") from None
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(rows, columns) of an image file, from its header only."""
+    if path.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg"):
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(im.height), int(im.width)
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+    return int(ds.Rows), int(ds.Columns)
+
+
+def _box(values: Sequence[str]) -> list[float] | None:
+    """A box from four texts; ``None`` when all are empty (or NaN); ValueError when malformed."""
+    texts = [str(v).strip() for v in values]
+    if all(t == "" or t.lower() == "nan" for t in texts):
+        return None
+    box = [float(t) for t in texts]
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"box {texts} is not four finite numbers")
+    return box
+
+
+def _check_box(box: list[float], size_hw: tuple[int, int], report: ConversionReport) -> str | None:
+    """Why ``box`` is not a finding of an image of ``size_hw`` (``None``: it is). A box that
+    overlaps the image but crosses its border (VinDr-Mammo has slightly negative coordinates) is
+    clipped to the image in place and counted in the report."""
+    x1, y1, x2, y2 = box
+    h, w = size_hw
+    if not (x2 > x1 and y2 > y1):
+        return f"empty box {box}"
+    if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
+        return f"box {box} outside the {w} x {h} image"
+    clipped = [max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)]
+    if clipped != box:
+        box[:] = clipped
+        report.clipped_boxes += 1
+    return None
+
+
+def _resolve(image: _Image, report: ConversionReport, row: int, cache: dict[Path, Any]) -> bool:
+    """Check the image file once (exists, readable size); reject the row otherwise."""
+    if image.path not in cache:
+        try:
+            cache[image.path] = _image_size(image.path) if image.path.is_file() else "image file not found"
+        except Exception as err:  # a damaged file: reported, the others go on
+            cache[image.path] = f"unreadable image header ({type(err).__name__}: {err})"
+    found = cache[image.path]
+    if isinstance(found, str):
+        report.reject(row, str(image.path), found)
+        return False
+    image.size_hw = found
+    return True
+
+
+def _assign_validation(images: list[_Image], fraction: float, seed: int) -> None:
+    """Move a seeded ``fraction`` of the training patients (all their images) to validation."""
+    patients = sorted({im.patient_id for im in images if im.split == "training"})
+    random.Random(seed).shuffle(patients)
+    chosen = set(patients[: round(fraction * len(patients))])
+    for im in images:
+        if im.split == "training" and im.patient_id in chosen:
+            im.split = "validation"
+
+
+def _datalist(
+    images: Iterable[_Image], base: Path, report: ConversionReport
+) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {s: [] for s in _SPLITS}
+    for im in sorted(images, key=lambda i: (i.split, i.patient_id, str(i.path))):
+        try:
+            rel = os.path.relpath(im.path, base)
+        except ValueError:  # another drive (Windows)
+            rel = str(im.path)
+        entry = {
+            "image": rel if not rel.startswith("..") else str(im.path.resolve()),
+            "patient_id": im.patient_id,
+            "laterality": im.laterality,
+            "view": im.view,
+            "shape": list(im.size_hw) if im.size_hw else None,
+            "box": im.boxes,
+            "label": [1] * len(im.boxes),
+            "lesion_type": im.types,
+            "benign_box": im.benign,
+            "benign_type": im.benign_types,
+            **im.extra,
+        }
+        out[im.split].append(entry)
+    report.images = {s: len(v) for s, v in out.items()}
+    report.findings = {
+        "malignant": sum(len(e["box"]) for v in out.values() for e in v),
+        "benign": sum(len(e["benign_box"]) for v in out.values() for e in v),
+    }
+    return out
+
+
+def _finish(images: dict[Any, _Image], base: Path, report: ConversionReport, val_fraction: float, seed: int):
+    if not images:
+        raise ConversionError(
+            f"{report.source}: no image could be converted ({len(report.rejected)} rows rejected)"
+        )
+    _assign_validation(list(images.values()), val_fraction, seed)
+    report.settings.update(val_fraction=val_fraction, seed=seed)
+    return _datalist(images.values(), base, report), report
+
+
+def _side(value: str) -> str | None:
+    text = str(value or "").strip().upper()
+    return {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}.get(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# the generic CSV
+# ---------------------------------------------------------------------------------------------
+
+
+def convert_csv(
+    csv_path: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> tuple[dict[str, list[dict[str, Any]]], ConversionReport]:
+    """The datalist of a CSV in the documented generic format (:data:`CSV_COLUMNS`, one row per
+    finding), for private data.
+
+    Args:
+        csv_path: the CSV file; relative image paths are relative to its folder.
+        out_dir: the folder the datalist will be written to (image paths are made relative to
+            it; default: the CSV's folder).
+        val_fraction, seed: the patient-level validation split cut from ``training``.
+
+    Raises:
+        ConversionError: unreadable CSV, missing required columns, or no convertible image.
+    """
+    path = Path(csv_path)
+    rows = _read_csv(path, ("image", "patient_id"))
+    report = ConversionReport(str(path), "csv", rows=len(rows))
+    images: dict[Path, _Image] = {}
+    cache: dict[Path, Any] = {}
+    for number, row in enumerate(rows, start=2):  # row 1 is the header
+        file = Path(row["image"].strip())
+        file = file if file.is_absolute() else path.parent / file
+        split = (row.get("split") or "training").strip().lower() or "training"
+        if split not in _SPLITS:
+            report.reject(
+                number, str(file), f"unknown split {row.get('split')!r} (training, validation, test)"
+            )
+            continue
+        if not row["patient_id"].strip():
+            report.reject(number, str(file), "empty patient_id")
+            continue
+        image = images.get(file) or _Image(
+            file, row["patient_id"].strip(), split, _side(row.get("laterality", ""))
+        )
+        image.view = image.view or (row.get("view") or "").strip().upper() or None
+        if not _resolve(image, report, number, cache):
+            continue
+        try:
+            box = _box([row.get(k, "") for k in ("x1", "y1", "x2", "y2")])
+        except ValueError as err:
+            report.reject(number, str(file), str(err))
+            continue
+        images[file] = image
+        if box is None:
+            continue
+        problem = _check_box(box, image.size_hw, report)  # type: ignore[arg-type]
+        pathology = (row.get("pathology") or "").strip().lower()
+        if problem is None and pathology not in ("malignant", "benign"):
+            problem = f"unknown pathology {row.get('pathology')!r} (malignant, benign)"
+        if problem is not None:
+            report.reject(number, str(file), problem)
+            continue
+        kind = (row.get("lesion_type") or "").strip() or "lesion"
+        (image.boxes if pathology == "malignant" else image.benign).append(box)
+        (image.types if pathology == "malignant" else image.benign_types).append(kind)
+    return _finish(images, Path(out_dir) if out_dir else path.parent, report, val_fraction, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# VinDr-Mammo
+# ---------------------------------------------------------------------------------------------
+
+_VINDR_COLUMNS = (
+    "study_id",
+    "image_id",
+    "laterality",
+    "view_position",
+    "height",
+    "width",
+    "finding_categories",
+    "finding_birads",
+    "xmin",
+    "ymin",
+    "xmax",
+    "ymax",
+    "split",
+)
+
+
+def _vindr_categories(text: str) -> list[str]:
+    """``"['Mass', 'Suspicious Calcification']"`` -> ``["Mass", "Suspicious Calcification"]``."""
+    import ast
+
+    value = ast.literal_eval(text.strip()) if text.strip().startswith("[") else [text]
+    return [str(v).strip() for v in value]
+
+
+def convert_vindr_mammo(
+    root: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    malignant_birads: Sequence[str] = VINDR_MALIGNANT_BIRADS,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> tuple[dict[str, list[dict[str, Any]]], ConversionReport]:
+    """The datalist of VinDr-Mammo (PhysioNet, Nguyen et al., Sci Data 2023) as published.
+
+    Reads ``<root>/finding_annotations.csv`` (one row per finding, or one "No Finding" row per
+    image; columns ``study_id, series_id, image_id, laterality, view_position, height, width,
+    breast_birads, breast_density, finding_categories, finding_birads, xmin, ymin, xmax, ymax,
+    split``) and finds each image at ``<root>/images/<study_id>/<image_id>.dicom``. Boxes are in
+    pixels of the stored image (``xmin``/``xmax`` along columns). VinDr-Mammo grades findings
+    by BI-RADS, without pathology: ``finding_birads`` in ``malignant_birads`` (default BI-RADS
+    4 and 5) is a malignant finding (``box``), BI-RADS 2 and 3 a benign one (``benign_box``);
+    a finding without a BI-RADS grade (the dataset gives none to skin thickening or retraction,
+    nipple retraction and lymph nodes) is left out and listed in the report. Source of the
+    layout: the dataset's PhysioNet description and its authors' code
+    (github.com/vinbigdata-medical/vindr-mammo, ``visualize.py``, ``split_data.ipynb``). ``split``: the dataset's ``training`` /
+    ``test``; the study id stands for the patient (the dataset gives one study per patient).
+    The annotation's ``height``/``width`` must match the DICOM's rows/columns.
+
+    Raises:
+        ConversionError: no annotation file, missing columns, or no convertible image.
+    """
+    root = Path(root)
+    rows = _read_csv(root / "finding_annotations.csv", _VINDR_COLUMNS)
+    report = ConversionReport(str(root), "vindr-mammo", rows=len(rows))
+    report.settings["malignant_birads"] = list(malignant_birads)
+    images: dict[Path, _Image] = {}
+    cache: dict[Path, Any] = {}
+    for number, row in enumerate(rows, start=2):
+        file = root / "images" / row["study_id"].strip() / f"{row['image_id'].strip()}.dicom"
+        split = {"training": "training", "test": "test"}.get(row["split"].strip().lower())
+        if split is None:
+            report.reject(number, str(file), f"unknown split {row['split']!r} (training, test)")
+            continue
+        image = images.get(file) or _Image(file, row["study_id"].strip(), split, _side(row["laterality"]))
+        image.view = image.view or row["view_position"].strip().upper() or None
+        if not _resolve(image, report, number, cache):
+            continue
+        try:
+            declared = (int(float(row["height"])), int(float(row["width"])))
+            categories = _vindr_categories(row["finding_categories"])
+            box = _box([row[k] for k in ("xmin", "ymin", "xmax", "ymax")])
+        except (ValueError, SyntaxError) as err:
+            report.reject(number, str(file), f"malformed row: {err}")
+            continue
+        if declared != image.size_hw:
+            report.reject(number, str(file), f"annotated size {declared} != image size {image.size_hw}")
+            continue
+        images[file] = image
+        if box is None or categories == ["No Finding"]:
+            continue
+        birads = row["finding_birads"].strip()
+        problem = _check_box(box, image.size_hw, report)  # type: ignore[arg-type]
+        if problem is None and not birads:
+            problem = (
+                f"finding {categories} has no BI-RADS grade (skin, nipple and lymph-node findings carry none)"
+            )
+        elif problem is None and birads not in (*malignant_birads, *_VINDR_BENIGN_BIRADS):
+            problem = f"finding BI-RADS {birads!r} is neither malignant {list(malignant_birads)} nor benign"
+        if problem is not None:
+            report.reject(number, str(file), problem)
+            continue
+        kind = "; ".join(categories)
+        malignant = birads in malignant_birads
+        (image.boxes if malignant else image.benign).append(box)
+        (image.types if malignant else image.benign_types).append(kind)
+    return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed)
+
+
+def write_datalist(
+    datalist: Mapping[str, list[dict[str, Any]]], report: ConversionReport, out: str | os.PathLike[str]
+) -> tuple[Path, Path]:
+    """Write ``out`` (the datalist) and ``<out stem>.report.json`` beside it, each atomically
+    (the report first: a datalist on disk always has its report)."""
+    out = Path(out)
+    report_path = out.with_name(f"{out.stem}.report.json")
+    write_json_atomic(report_path, report.to_dict())
+    write_json_atomic(out, dict(datalist))
+    return out, report_path

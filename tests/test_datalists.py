@@ -1,0 +1,237 @@
+"""Datalist converters on small fixtures in each dataset's published layout (files written here
+with pydicom/numpy, column names exactly as published); boxes checked against hand-worked values."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monai_smalldet.data.datalists import (
+    ConversionError,
+    convert_csv,
+    convert_vindr_mammo,
+    write_datalist,
+)
+from monai_smalldet.data.dicom_writer import write_mammogram_dicom
+from monai_smalldet.data.synthetic import load_datalist
+
+#: finding_annotations.csv, columns in the published order
+VINDR_HEADER = (
+    "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,"
+    "finding_categories,finding_birads,xmin,ymin,xmax,ymax,split"
+).split(",")
+
+
+def _dicom(path: Path, rows: int, cols: int, laterality: str = "L", view: str = "CC") -> Path:
+    return write_mammogram_dicom(
+        path, np.full((rows, cols), 700, np.uint16), pixel_spacing_mm=0.1, laterality=laterality, view=view
+    )
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def vindr(tmp_path) -> Path:
+    """Four studies (one per patient); 120 x 100 px images (rows x columns)."""
+    root = tmp_path / "vindr-mammo"
+    images = {
+        ("s1", "i1"): ("L", "CC"),
+        ("s1", "i2"): ("L", "MLO"),
+        ("s2", "i3"): ("R", "CC"),
+        ("s3", "i4"): ("R", "CC"),
+        ("s4", "i5"): ("L", "CC"),
+        ("s5", "i6"): ("L", "CC"),
+    }
+    for (study, image), (lat, view) in images.items():
+        if image != "i6":  # i6: the annotation's image file is missing
+            _dicom(root / "images" / study / f"{image}.dicom", 120, 100, lat, view)
+
+    def row(study, image, cats, birads, box, split="training", size=(120, 100)):
+        lat, view = images[(study, image)]
+        return [
+            study,
+            f"se-{study}",
+            image,
+            lat,
+            view,
+            size[0],
+            size[1],
+            "BI-RADS 4",
+            "DENSITY C",
+            cats,
+            birads,
+            *box,
+            split,
+        ]
+
+    none = ["", "", "", ""]
+    rows = [
+        row("s1", "i1", "['Mass']", "BI-RADS 4", [10.5, 20.0, 30.5, 44.0]),  # malignant
+        row("s1", "i1", "['Suspicious Calcification']", "BI-RADS 3", [50, 60, 58, 70]),  # benign
+        row("s1", "i1", "['Skin Thickening']", "", [0, 0, 5, 5]),  # no BI-RADS: rejected
+        row("s1", "i2", "['No Finding']", "", none),
+        row(
+            "s2",
+            "i3",
+            "\"['Nipple Retraction', 'Mass']\"".strip('"'),
+            "BI-RADS 5",
+            [-1.5, 100.0, 40.0, 125.0],
+        ),
+        row("s3", "i4", "['Mass']", "BI-RADS 4", [10, 10, 20, 20], split="test"),
+        row("s4", "i5", "['Mass']", "BI-RADS 4", [10, 10, 20, 20], size=(130, 100)),  # size mismatch
+        row("s4", "i5", "['No Finding']", "", none, size=(130, 100)),  # the same mismatch
+        row("s5", "i6", "['No Finding']", "", none),  # missing file
+        row("s2", "i3", "['Mass']", "BI-RADS 4", [150, 10, 160, 20]),  # outside the 100 px wide image
+    ]
+    _write_csv(root / "finding_annotations.csv", VINDR_HEADER, rows)
+    return root
+
+
+def test_vindr_mammo_boxes_labels_splits_and_the_report(vindr, tmp_path):
+    datalist, report = convert_vindr_mammo(vindr, val_fraction=0.0)
+    by_image = {Path(e["image"]).stem: e for split in datalist.values() for e in split}
+    assert set(by_image) == {"i1", "i2", "i3", "i4"}
+    i1 = by_image["i1"]
+    assert i1["box"] == [[10.5, 20.0, 30.5, 44.0]] and i1["label"] == [1] and i1["lesion_type"] == ["Mass"]
+    assert i1["benign_box"] == [[50.0, 60.0, 58.0, 70.0]] and i1["benign_type"] == [
+        "Suspicious Calcification"
+    ]
+    assert (i1["laterality"], i1["view"], i1["patient_id"], i1["shape"]) == ("L", "CC", "s1", [120, 100])
+    assert by_image["i2"]["box"] == [] and by_image["i2"]["benign_box"] == []
+    # crossing the border: clipped to the 100 x 120 image (x >= 0, y <= 120)
+    assert by_image["i3"]["box"] == [[0.0, 100.0, 40.0, 120.0]]
+    assert by_image["i3"]["lesion_type"] == ["Nipple Retraction; Mass"] and report.clipped_boxes == 1
+    assert [Path(e["image"]).stem for e in datalist["test"]] == ["i4"]
+    reasons = {(r["row"], Path(r["file"]).stem): r["reason"] for r in report.rejected}
+    assert "no BI-RADS grade" in reasons[(4, "i1")]
+    assert "annotated size (130, 100) != image size (120, 100)" in reasons[(8, "i5")]
+    assert reasons[(10, "i6")] == "image file not found"
+    assert "outside the 100 x 120 image" in reasons[(11, "i3")]
+    assert "annotated size" in reasons[(9, "i5")]
+    assert len(report.rejected) == 5 and report.rows == 10
+    # written with its report; MONAI's decathlon loader reads it back with absolute paths
+    out, report_path = write_datalist(datalist, report, vindr / "datalist.json")
+    assert json.loads(report_path.read_text())["rows_rejected"] == 5
+    loaded = load_datalist(out, "training")
+    assert all(Path(e["image"]).is_file() for e in loaded) and len(loaded) == 3
+
+
+def test_vindr_mammo_birads_mapping_is_a_setting(vindr):
+    datalist, _ = convert_vindr_mammo(vindr, val_fraction=0.0, malignant_birads=("BI-RADS 5",))
+    by_image = {Path(e["image"]).stem: e for split in datalist.values() for e in split}
+    assert by_image["i1"]["box"] == []  # BI-RADS 4 is then neither malignant nor benign: reported
+    assert by_image["i3"]["box"] == [[0.0, 100.0, 40.0, 120.0]]
+
+
+def test_the_validation_split_is_cut_by_patient_and_seeded(tmp_path):
+    """Forty patients with two images each: 10% of the patients, both of their images, and the
+    same patients for the same seed."""
+    rows = []
+    for p in range(40):
+        for view in ("CC", "MLO"):
+            _dicom(tmp_path / "img" / f"p{p}_{view}.dcm", 40, 30, view=view)
+            rows.append([f"img/p{p}_{view}.dcm", f"P{p}", "", "L", view, "", "", "", "", "", ""])
+    header = [
+        "image",
+        "patient_id",
+        "split",
+        "laterality",
+        "view",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "pathology",
+        "lesion_type",
+    ]
+    path = _write_csv(tmp_path / "findings.csv", header, rows)
+    a, _ = convert_csv(path, val_fraction=0.1, seed=3)
+    b, _ = convert_csv(path, val_fraction=0.1, seed=3)
+    c, _ = convert_csv(path, val_fraction=0.1, seed=4)
+    val = {e["patient_id"] for e in a["validation"]}
+    assert len(val) == 4 and len(a["validation"]) == 8 and len(a["training"]) == 72
+    assert not val & {e["patient_id"] for e in a["training"]}
+    assert a == b and {e["patient_id"] for e in c["validation"]} != val
+
+
+def test_generic_csv_rows_and_their_problems(tmp_path):
+    _dicom(tmp_path / "a.dcm", 50, 40)
+    header = [
+        "image",
+        "patient_id",
+        "split",
+        "laterality",
+        "view",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "pathology",
+        "lesion_type",
+    ]
+    rows = [
+        ["a.dcm", "P1", "test", "R", "MLO", 1, 2, 11, 22, "malignant", "mass"],
+        ["a.dcm", "P1", "test", "R", "MLO", 5, 5, 9, 9, "benign", "cyst"],
+        ["a.dcm", "P1", "test", "R", "MLO", 5, 5, 9, 9, "probably", ""],  # unknown pathology
+        ["a.dcm", "P1", "test", "R", "MLO", 9, 5, 5, 9, "malignant", ""],  # empty box
+        ["a.dcm", "P1", "test", "R", "MLO", "x", 5, 5, 9, "malignant", ""],  # not a number
+        ["missing.dcm", "P2", "", "", "", "", "", "", "", "", ""],
+        ["a.dcm", "P1", "later", "R", "MLO", "", "", "", "", "", ""],  # unknown split
+    ]
+    datalist, report = convert_csv(_write_csv(tmp_path / "f.csv", header, rows))
+    (entry,) = datalist["test"]
+    assert (
+        entry["image"] == "a.dcm"
+        and entry["box"] == [[1.0, 2.0, 11.0, 22.0]]
+        and entry["lesion_type"] == ["mass"]
+    )
+    assert entry["benign_box"] == [[5.0, 5.0, 9.0, 9.0]] and entry["laterality"] == "R"
+    reasons = [r["reason"] for r in report.rejected]
+    assert len(reasons) == 5
+    assert "unknown pathology 'probably'" in reasons[0] and "empty box" in reasons[1]
+    assert "could not convert string" in reasons[2] and reasons[3] == "image file not found"
+    assert "unknown split 'later'" in reasons[4]
+
+
+def test_nothing_is_written_when_nothing_converts(tmp_path):
+    header = ["image", "patient_id"]
+    path = _write_csv(tmp_path / "f.csv", header, [["nowhere.dcm", "P1"]])
+    with pytest.raises(ConversionError, match="no image could be converted"):
+        convert_csv(path)
+    with pytest.raises(ConversionError, match=r"missing column\(s\) \['patient_id'\]"):
+        convert_csv(_write_csv(tmp_path / "g.csv", ["image"], [["a.dcm"]]))
+    with pytest.raises(ConversionError, match="finding_annotations.csv"):
+        convert_vindr_mammo(tmp_path / "no-dataset")
+
+
+def test_the_datalist_command(vindr, tmp_path, capsys):
+    from monai_smalldet.cli import main
+
+    out = tmp_path / "lists" / "vindr.json"
+    assert (
+        main(["datalist", str(vindr), "--format", "vindr-mammo", "--out", str(out), "--val-fraction", "0"])
+        == 0
+    )
+    assert "5 row(s) rejected" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert {k: len(v) for k, v in data.items()} == {"training": 3, "validation": 0, "test": 1}
+    assert (out.parent / "vindr.report.json").is_file()
+    assert all((out.parent / e["image"]).is_file() for split in data.values() for e in split)
+    assert (
+        main(
+            ["datalist", str(tmp_path / "none"), "--format", "vindr-mammo", "--out", str(tmp_path / "x.json")]
+        )
+        == 2
+    )
+    assert "finding_annotations.csv" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
