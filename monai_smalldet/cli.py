@@ -174,7 +174,13 @@ def _cmd_froc(args: argparse.Namespace) -> int:
 
 
 def _cmd_datalist(args: argparse.Namespace) -> int:
-    from .data.datalists import ConversionError, convert_csv, convert_vindr_mammo, write_datalist
+    from .data.datalists import (
+        ConversionError,
+        convert_csv,
+        convert_inbreast,
+        convert_vindr_mammo,
+        write_datalist,
+    )
 
     out_dir = args.out.resolve().parent
     try:
@@ -184,7 +190,10 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
             )
         else:
             kwargs = {"malignant_birads": tuple(args.malignant_birads)} if args.malignant_birads else {}
-            datalist, report = convert_vindr_mammo(
+            convert = convert_vindr_mammo if args.format == "vindr-mammo" else convert_inbreast
+            if args.format == "inbreast":
+                kwargs["test_fraction"] = args.test_fraction
+            datalist, report = convert(
                 args.source, out_dir=out_dir, val_fraction=args.val_fraction, seed=args.seed, **kwargs
             )
     except ConversionError as err:
@@ -379,15 +388,18 @@ def _add_datalist(sub: Any) -> None:
     p = sub.add_parser(
         "datalist", help="datalist.json (+ report of rejected rows) from a dataset's annotations"
     )
-    p.add_argument("source", type=Path, help="csv: the CSV file; vindr-mammo: the dataset folder")
-    p.add_argument("--format", required=True, choices=("csv", "vindr-mammo"))
+    p.add_argument("source", type=Path, help="csv: the CSV file; vindr-mammo, inbreast: the dataset folder")
+    p.add_argument("--format", required=True, choices=("csv", "vindr-mammo", "inbreast"))
     p.add_argument("--out", required=True, type=Path, help="datalist JSON to write (report beside it)")
     p.add_argument(
         "--val-fraction", type=float, default=0.1, help="patients moved from training to validation"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split")
     p.add_argument(
-        "--malignant-birads", nargs="+", help="vindr-mammo: finding BI-RADS values counted as malignant"
+        "--malignant-birads", nargs="+", help="vindr-mammo / inbreast: BI-RADS values counted as malignant"
+    )
+    p.add_argument(
+        "--test-fraction", type=float, default=0.2, help="inbreast (no official split): test patients"
     )
     p.set_defaults(func=_cmd_datalist)
 

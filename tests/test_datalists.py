@@ -13,6 +13,7 @@ import pytest
 from monai_smalldet.data.datalists import (
     ConversionError,
     convert_csv,
+    convert_inbreast,
     convert_vindr_mammo,
     write_datalist,
 )
@@ -235,3 +236,82 @@ def test_the_datalist_command(vindr, tmp_path, capsys):
         == 2
     )
     assert "finding_annotations.csv" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def _inbreast_xml(path: Path, rois: list[tuple[str, list[tuple[float, float]]]]) -> None:
+    """An OsiriX plist as INbreast releases it (only the keys the converter reads, plus a few)."""
+    import plistlib
+
+    items = [
+        {
+            "Name": name,
+            "NumberOfPoints": len(points),
+            "Point_px": [f"({x:.2f}, {y:.2f})" for x, y in points],
+            "Point_mm": [f"({x * 0.07:.3f}, {y * 0.07:.3f}, 0)" for x, y in points],
+            "Area": 0.0,
+            "IndexInImage": i,
+            "Type": 15,
+        }
+        for i, (name, points) in enumerate(rois)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        plistlib.dump({"Images": [{"ImageIndex": 0, "NumberOfROIs": len(items), "ROIs": items}]}, fh)
+
+
+def test_inbreast_rois_birads_and_patient_splits(tmp_path):
+    root = tmp_path / "INbreast Release 1.0"
+    files = {
+        "101": ("aaaa", "L", "CC", "4c"),
+        "102": ("aaaa", "L", "ML", "4c"),
+        "201": ("bbbb", "R", "CC", "2"),
+        "301": ("cccc", "R", "ML", "1"),
+    }
+    for name, (patient, lat, view, _) in files.items():
+        _dicom(
+            root / "AllDICOMs" / f"{name}_{patient}_MG_{lat}_{view}_ANON.dcm",
+            200,
+            150,
+            lat,
+            "MLO" if view == "ML" else view,
+        )
+    mass = [(20.0, 30.0), (60.5, 25.0), (70.0, 80.0), (25.0, 90.25)]
+    _inbreast_xml(
+        root / "AllXML" / "101.xml",
+        [
+            ("Mass", mass),
+            ("Calcification", [(5.0, 5.0)]),
+            ("Cluster", [(100, 100), (110, 100), (105, 120)]),
+            ("Spiculated region", [(140, 190), (160, 190), (150, 210)]),
+        ],  # crosses the border: clipped
+    )
+    _inbreast_xml(
+        root / "AllXML" / "201.xml",
+        [("Mass", [(10, 10), (20, 10), (15, 30)]), ("Mass", [(300, 10), (310, 10), (305, 20)])],
+    )
+    lines = ["Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads"]
+    for name, (_, lat, view, birads) in files.items():
+        lines.append(f"removed;removed;{lat};{'MLO' if view == 'ML' else view};201001;{name};2;{birads}")
+    lines += ["removed;removed;L;CC;201001;999;2;4a", "removed;removed;R;CC;201001;301;                  ;7"]
+    (root / "INbreast.csv").write_text("\n".join(lines) + "\n")
+    datalist, report = convert_inbreast(root, val_fraction=0.0, test_fraction=0.0)
+    by_name = {Path(e["image"]).name.split("_")[0]: e for split in datalist.values() for e in split}
+    assert set(by_name) == {"101", "102", "201", "301"}
+    e101 = by_name["101"]
+    assert e101["box"][0] == [20.0, 25.0, 70.0, 90.25] and e101["lesion_type"][0] == "mass"
+    assert (
+        e101["box"][1] == [100.0, 100.0, 110.0, 120.0] and e101["lesion_type"][1] == "calcification_cluster"
+    )
+    assert e101["box"][2] == [140.0, 190.0, 150.0, 200.0]  # clipped at the 150 x 200 image's border
+    assert e101["benign_box"] == [] and e101["patient_id"] == "aaaa" and e101["birads"] == "4c"
+    assert report.settings["point_rois_skipped"] == 1 and report.clipped_boxes == 1
+    assert by_name["201"]["benign_box"] == [[10.0, 10.0, 20.0, 30.0]] and by_name["201"]["box"] == []
+    assert by_name["301"]["box"] == [] and by_name["102"]["view"] == "MLO"
+    reasons = sorted(r["reason"] for r in report.rejected)
+    assert len(reasons) == 3
+    assert "ROI 'Mass': box [300.0, 10.0, 310.0, 20.0] outside the 150 x 200 image" in reasons
+    assert "no DICOM file for File Name '999'" in reasons and "unknown Bi-Rads '7'" in reasons
+    # no official split: whole patients go to test (and validation)
+    split, _ = convert_inbreast(root, val_fraction=0.0, test_fraction=0.34, seed=1)
+    test_patients = {e["patient_id"] for e in split["test"]}
+    assert len(test_patients) == 1 and not test_patients & {e["patient_id"] for e in split["training"]}

@@ -4,7 +4,7 @@ Each converter reads a dataset's own annotation files and returns a decathlon-st
 (``training`` / ``validation`` / ``test``, one entry per image, the format of
 :func:`monai_smalldet.data.synthetic.generate_dataset`) and a report of every row it could not
 convert, with the reason. :func:`write_datalist` writes both, atomically; the command is
-``monai-smalldet datalist --format {csv,vindr-mammo} ROOT --out datalist.json``.
+``monai-smalldet datalist --format {csv,vindr-mammo,inbreast} ROOT --out datalist.json``.
 
 An entry::
 
@@ -39,10 +39,12 @@ from ..files import write_json_atomic
 
 __all__ = [
     "CSV_COLUMNS",
+    "INBREAST_MALIGNANT_BIRADS",
     "VINDR_MALIGNANT_BIRADS",
     "ConversionError",
     "ConversionReport",
     "convert_csv",
+    "convert_inbreast",
     "convert_vindr_mammo",
     "write_datalist",
 ]
@@ -184,14 +186,14 @@ def _resolve(image: _Image, report: ConversionReport, row: int, cache: dict[Path
     return True
 
 
-def _assign_validation(images: list[_Image], fraction: float, seed: int) -> None:
-    """Move a seeded ``fraction`` of the training patients (all their images) to validation."""
+def _assign_split(images: list[_Image], split: str, fraction: float, seed: int) -> None:
+    """Move a seeded ``fraction`` of the training patients (all their images) to ``split``."""
     patients = sorted({im.patient_id for im in images if im.split == "training"})
-    random.Random(seed).shuffle(patients)
+    random.Random(f"{seed} {split}").shuffle(patients)
     chosen = set(patients[: round(fraction * len(patients))])
     for im in images:
         if im.split == "training" and im.patient_id in chosen:
-            im.split = "validation"
+            im.split = split
 
 
 def _datalist(
@@ -230,7 +232,7 @@ def _finish(images: dict[Any, _Image], base: Path, report: ConversionReport, val
         raise ConversionError(
             f"{report.source}: no image could be converted ({len(report.rejected)} rows rejected)"
         )
-    _assign_validation(list(images.values()), val_fraction, seed)
+    _assign_split(list(images.values()), "validation", val_fraction, seed)
     report.settings.update(val_fraction=val_fraction, seed=seed)
     return _datalist(images.values(), base, report), report
 
@@ -408,6 +410,130 @@ def convert_vindr_mammo(
         malignant = birads in malignant_birads
         (image.boxes if malignant else image.benign).append(box)
         (image.types if malignant else image.benign_types).append(kind)
+    return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# INbreast
+# ---------------------------------------------------------------------------------------------
+
+#: INbreast ``Bi-Rads`` values (per image) counted as malignant by default: 4a-c, 5, 6
+INBREAST_MALIGNANT_BIRADS = ("4a", "4b", "4c", "5", "6")
+_INBREAST_BENIGN_BIRADS = ("1", "2", "3")
+#: ROI names as INbreast spells them (inconsistently) -> finding type; others are "other"
+_INBREAST_TYPES = {
+    "mass": "mass",
+    "spiculated region": "mass",
+    "espiculated region": "mass",
+    "cluster": "calcification_cluster",
+    "calcification": "calcification",
+    "calcifications": "calcification",
+    "distortion": "architectural_distortion",
+    "asymmetry": "asymmetry",
+    "assymetry": "asymmetry",
+}
+
+
+def _inbreast_rois(xml: Path) -> list[tuple[str, list[tuple[float, float]]]]:
+    """``(name, [(x, y), ...])`` of each ROI of an INbreast XML (OsiriX plist, ``Point_px``
+    strings ``"(x, y)"``, x = column)."""
+    import plistlib
+
+    with open(xml, "rb") as fh:
+        image = plistlib.load(fh, fmt=plistlib.FMT_XML)["Images"][0]
+    out = []
+    for roi in image.get("ROIs", []):
+        points = []
+        for text in roi.get("Point_px", []):
+            x, y = (float(v) for v in str(text).strip().strip("()").split(",")[:2])
+            points.append((x, y))
+        out.append((str(roi.get("Name", "")), points))
+    return out
+
+
+def convert_inbreast(
+    root: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    malignant_birads: Sequence[str] = INBREAST_MALIGNANT_BIRADS,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[dict[str, list[dict[str, Any]]], ConversionReport]:
+    """The datalist of INbreast (Moreira et al., Acad Radiol 2012) as released.
+
+    Reads ``<root>/INbreast.csv`` (``;``-separated: ``Patient ID;Patient age;Laterality;View;
+    Acquisition date;File Name;ACR;Bi-Rads``), finds each image at
+    ``<root>/AllDICOMs/<File Name>_<patient>_MG_<L|R>_<CC|ML>_ANON.dcm`` and its ROIs in
+    ``<root>/AllXML/<File Name>.xml`` (OsiriX plist; an image without annotation has none).
+    Each ROI of three or more points becomes the box of its points (``Point_px``, x = column);
+    ROIs of one or two points are single calcifications (point marks): left out and counted
+    in the report (``settings.point_rois_skipped``). INbreast grades images, not ROIs: the
+    ROIs of an image whose ``Bi-Rads`` is in ``malignant_birads`` (default 4a, 4b, 4c, 5, 6) are
+    malignant (``box``), those of a BI-RADS 1-3 image benign (``benign_box``), the usual
+    approximation in the literature. The patient is the file name's second token. INbreast
+    has no official split: ``test_fraction`` of the patients (seeded) form the test split,
+    then ``val_fraction`` of the rest the validation split.
+
+    Raises:
+        ConversionError: no ``INbreast.csv``, missing columns, or no convertible image.
+    """
+    root = Path(root)
+    path = root / "INbreast.csv"
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as err:
+        raise ConversionError(f"{path}: cannot read the annotation file ({err.strerror or err})") from None
+    reader = csv.DictReader(text.splitlines(), delimiter=";")
+    missing = sorted({"Laterality", "View", "File Name", "Bi-Rads"} - set(reader.fieldnames or []))
+    if missing:
+        raise ConversionError(f"{path}: missing column(s) {missing} (found {reader.fieldnames})")
+    rows = list(reader)
+    report = ConversionReport(str(root), "inbreast", rows=len(rows))
+    report.settings.update(malignant_birads=list(malignant_birads), point_rois_skipped=0)
+    images: dict[Path, _Image] = {}
+    cache: dict[Path, Any] = {}
+    for number, row in enumerate(rows, start=2):
+        name = row["File Name"].strip()
+        found = sorted((root / "AllDICOMs").glob(f"{name}_*.dcm")) if name else []
+        if len(found) != 1:
+            what = "no DICOM file" if not found else f"{len(found)} DICOM files"
+            report.reject(number, str(root / "AllDICOMs" / f"{name}_*.dcm"), f"{what} for File Name {name!r}")
+            continue
+        birads = row["Bi-Rads"].strip().lower()
+        if birads not in (*malignant_birads, *_INBREAST_BENIGN_BIRADS):
+            report.reject(number, str(found[0]), f"unknown Bi-Rads {row['Bi-Rads']!r}")
+            continue
+        tokens = found[0].stem.split("_")
+        image = _Image(found[0], tokens[1] if len(tokens) > 1 else name, "training", _side(row["Laterality"]))
+        image.view = row["View"].strip().upper() or None
+        image.extra["birads"] = birads
+        if not _resolve(image, report, number, cache):
+            continue
+        xml = root / "AllXML" / f"{name}.xml"
+        try:
+            rois = _inbreast_rois(xml) if xml.is_file() else []
+        except Exception as err:  # a damaged XML: this image is reported, the others go on
+            report.reject(number, str(xml), f"unreadable ROI file ({type(err).__name__}: {err})")
+            continue
+        malignant = birads in malignant_birads
+        for roi_name, points in rois:
+            if len(points) < 3:
+                report.settings["point_rois_skipped"] += 1
+                continue
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            box = [min(xs), min(ys), max(xs), max(ys)]
+            problem = _check_box(box, image.size_hw, report)  # type: ignore[arg-type]
+            if problem is not None:
+                report.reject(number, str(xml), f"ROI {roi_name!r}: {problem}")
+                continue
+            kind = _INBREAST_TYPES.get(roi_name.strip().lower(), "other")
+            (image.boxes if malignant else image.benign).append(box)
+            (image.types if malignant else image.benign_types).append(kind)
+        images[found[0]] = image
+    if images:
+        _assign_split(list(images.values()), "test", test_fraction, seed)
+    report.settings["test_fraction"] = test_fraction
     return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed)
 
 
