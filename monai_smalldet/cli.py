@@ -174,32 +174,26 @@ def _cmd_froc(args: argparse.Namespace) -> int:
 
 
 def _cmd_datalist(args: argparse.Namespace) -> int:
-    from .data.datalists import (
-        ConversionError,
-        convert_csv,
-        convert_inbreast,
-        convert_vindr_mammo,
-        write_datalist,
-    )
+    from .data import datalists
 
-    out_dir = args.out.resolve().parent
+    convert = {
+        "csv": datalists.convert_csv,
+        "vindr-mammo": datalists.convert_vindr_mammo,
+        "inbreast": datalists.convert_inbreast,
+        "cbis-ddsm": datalists.convert_cbis_ddsm,
+    }[args.format]
+    kwargs: dict[str, Any] = {"out_dir": args.out.resolve().parent, "val_fraction": args.val_fraction}
+    kwargs["seed"] = args.seed
+    if args.malignant_birads and args.format in ("vindr-mammo", "inbreast"):
+        kwargs["malignant_birads"] = tuple(args.malignant_birads)
+    if args.format == "inbreast":
+        kwargs["test_fraction"] = args.test_fraction
     try:
-        if args.format == "csv":
-            datalist, report = convert_csv(
-                args.source, out_dir=out_dir, val_fraction=args.val_fraction, seed=args.seed
-            )
-        else:
-            kwargs = {"malignant_birads": tuple(args.malignant_birads)} if args.malignant_birads else {}
-            convert = convert_vindr_mammo if args.format == "vindr-mammo" else convert_inbreast
-            if args.format == "inbreast":
-                kwargs["test_fraction"] = args.test_fraction
-            datalist, report = convert(
-                args.source, out_dir=out_dir, val_fraction=args.val_fraction, seed=args.seed, **kwargs
-            )
-    except ConversionError as err:
+        datalist, report = convert(args.source, **kwargs)
+    except datalists.ConversionError as err:
         print(f"monai-smalldet datalist: error: {err}", file=sys.stderr)
         return 2
-    out, report_path = write_datalist(datalist, report, args.out)
+    out, report_path = datalists.write_datalist(datalist, report, args.out)
     counts = ", ".join(f"{k} {v}" for k, v in report.images.items())
     print(f"{out}: {counts} images; {len(report.rejected)} row(s) rejected (see {report_path})")
     return 0
@@ -388,8 +382,8 @@ def _add_datalist(sub: Any) -> None:
     p = sub.add_parser(
         "datalist", help="datalist.json (+ report of rejected rows) from a dataset's annotations"
     )
-    p.add_argument("source", type=Path, help="csv: the CSV file; vindr-mammo, inbreast: the dataset folder")
-    p.add_argument("--format", required=True, choices=("csv", "vindr-mammo", "inbreast"))
+    p.add_argument("source", type=Path, help="csv: the CSV file; otherwise the dataset's folder")
+    p.add_argument("--format", required=True, choices=("csv", "vindr-mammo", "inbreast", "cbis-ddsm"))
     p.add_argument("--out", required=True, type=Path, help="datalist JSON to write (report beside it)")
     p.add_argument(
         "--val-fraction", type=float, default=0.1, help="patients moved from training to validation"

@@ -12,6 +12,7 @@ import pytest
 
 from monai_smalldet.data.datalists import (
     ConversionError,
+    convert_cbis_ddsm,
     convert_csv,
     convert_inbreast,
     convert_vindr_mammo,
@@ -315,3 +316,128 @@ def test_inbreast_rois_birads_and_patient_splits(tmp_path):
     split, _ = convert_inbreast(root, val_fraction=0.0, test_fraction=0.34, seed=1)
     test_patients = {e["patient_id"] for e in split["test"]}
     assert len(test_patients) == 1 and not test_patients & {e["patient_id"] for e in split["training"]}
+
+
+MASS_HEADER = (
+    "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,"
+    "mass margins,assessment,pathology,subtlety,image file path,cropped image file path,ROI mask file path"
+).split(",")
+CALC_HEADER = (
+    "patient_id,breast density,left or right breast,image view,abnormality id,abnormality type,calc type,"
+    "calc distribution,assessment,pathology,subtlety,image file path,cropped image file path,ROI mask file path"
+).split(",")
+
+
+def _mask_dicom(path: Path, mask: np.ndarray) -> Path:
+    """An 8-bit ROI mask (0/255), as CBIS-DDSM ships them."""
+    import pydicom
+
+    ds = pydicom.dcmread(_dicom(path, *mask.shape))
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = (mask.astype(np.uint8) * 255).tobytes()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    for keyword in ("WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_cbis_ddsm_masks_to_boxes_in_the_nbia_download_layout(tmp_path):
+    """Two CSVs as published (the calc one with its 'breast density' header and crop/mask names
+    in the other order), files where the NBIA retriever puts them (renamed studies, series and
+    files): the mask is found by size, each of its connected components is a box."""
+    root = tmp_path / "CBIS-DDSM"
+    full = "Mass-Training_P_00001_LEFT_CC"
+    _dicom(
+        root / full / "07-20-2016-DDSM-NA-74994" / "1.000000-full mammogram images-24515" / "1-1.dcm", 90, 60
+    )
+    roi = root / f"{full}_1" / "07-21-2016-DDSM-NA-09887" / "1.000000-ROI mask images-64449"
+    mask = np.zeros((90, 60), bool)
+    mask[10:20, 5:15] = True  # component 1: x 5-15, y 10-20
+    mask[50:71, 30:41] = True  # component 2: x 30-41, y 50-71
+    _mask_dicom(roi / "1-1.dcm", mask)
+    _dicom(roi / "1-2.dcm", 21, 11)  # the cropped image, listed as the mask in the CSV below
+    calc_full = "Calc-Training_P_00005_RIGHT_CC"
+    _dicom(
+        root / calc_full / "08-07-2016-DDSM-NA-1" / "1.000000-full mammogram images-3" / "1-1.dcm",
+        90,
+        60,
+        "R",
+    )
+    small = np.zeros((45, 30), bool)
+    small[1:3, 1:3] = True  # a mask of another size than its image: rejected
+    _mask_dicom(
+        root / f"{calc_full}_1" / "08-07-2016-DDSM-NA-2" / "1.000000-ROI mask images-4" / "1-1.dcm", small
+    )
+    uids = "1.3.6.1.4.1.9590.100.1.2.1/1.3.6.1.4.1.9590.100.1.2.2"
+    mass_rows = [
+        [
+            "P_00001",
+            3,
+            "LEFT",
+            "CC",
+            1,
+            "mass",
+            "IRREGULAR",
+            "SPICULATED",
+            4,
+            "MALIGNANT",
+            4,
+            f"{full}/{uids}/000000.dcm",
+            f"{full}_1/{uids}/000000.dcm",
+            f"{full}_1/{uids}/000001.dcm\n",
+        ],
+        [
+            "P_00002",
+            3,
+            "LEFT",
+            "CC",
+            1,
+            "mass",
+            "OVAL",
+            "CIRCUMSCRIBED",
+            3,
+            "BENIGN",
+            3,
+            f"Mass-Training_P_00002_LEFT_CC/{uids}/000000.dcm",
+            "x_1/a/b/000000.dcm",
+            "x_1/a/b/000001.dcm",
+        ],
+    ]
+    calc_rows = [
+        [
+            "P_00005",
+            2,
+            "RIGHT",
+            "CC",
+            1,
+            "calcification",
+            "PLEOMORPHIC",
+            "CLUSTERED",
+            4,
+            "BENIGN_WITHOUT_CALLBACK",
+            2,
+            f"{calc_full}/{uids}/000000.dcm",
+            f"{calc_full}_1/{uids}/000001.dcm\n",
+            f"{calc_full}_1/{uids}/000000.dcm",
+        ],
+    ]
+    _write_csv(root / "mass_case_description_train_set.csv", MASS_HEADER, mass_rows)
+    _write_csv(root / "calc_case_description_train_set.csv", CALC_HEADER, calc_rows)
+    datalist, report = convert_cbis_ddsm(
+        root,
+        csv_files=("mass_case_description_train_set.csv", "calc_case_description_train_set.csv"),
+        val_fraction=0,
+    )
+    (entry,) = datalist["training"]
+    assert Path(entry["image"]).parts[0] == full and entry["patient_id"] == "P_00001"
+    assert sorted(entry["box"]) == [[5.0, 10.0, 15.0, 20.0], [30.0, 50.0, 41.0, 71.0]]
+    assert (
+        entry["lesion_type"] == ["mass", "mass"] and entry["laterality"] == "L" and entry["benign_box"] == []
+    )
+    reasons = [r["reason"] for r in report.rejected]
+    assert reasons[0] == "0 full-image files found"  # P_00002: not downloaded
+    assert "ROI mask: none of the image's size (90, 60)" in reasons[1] and len(reasons) == 2
+    with pytest.raises(ConversionError, match="mass_case_description_test_set.csv"):
+        convert_cbis_ddsm(root)  # the default four CSVs: two are missing

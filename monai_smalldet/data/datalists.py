@@ -4,7 +4,7 @@ Each converter reads a dataset's own annotation files and returns a decathlon-st
 (``training`` / ``validation`` / ``test``, one entry per image, the format of
 :func:`monai_smalldet.data.synthetic.generate_dataset`) and a report of every row it could not
 convert, with the reason. :func:`write_datalist` writes both, atomically; the command is
-``monai-smalldet datalist --format {csv,vindr-mammo,inbreast} ROOT --out datalist.json``.
+``monai-smalldet datalist --format {csv,vindr-mammo,inbreast,cbis-ddsm} ROOT --out datalist.json``.
 
 An entry::
 
@@ -35,14 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..files import write_json_atomic
 
 __all__ = [
+    "CBIS_DDSM_CSVS",
     "CSV_COLUMNS",
     "INBREAST_MALIGNANT_BIRADS",
     "VINDR_MALIGNANT_BIRADS",
     "ConversionError",
     "ConversionReport",
+    "convert_cbis_ddsm",
     "convert_csv",
     "convert_inbreast",
     "convert_vindr_mammo",
@@ -534,6 +538,141 @@ def convert_inbreast(
     if images:
         _assign_split(list(images.values()), "test", test_fraction, seed)
     report.settings["test_fraction"] = test_fraction
+    return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# CBIS-DDSM
+# ---------------------------------------------------------------------------------------------
+
+CBIS_DDSM_CSVS = (
+    "mass_case_description_train_set.csv",
+    "calc_case_description_train_set.csv",
+    "mass_case_description_test_set.csv",
+    "calc_case_description_test_set.csv",
+)
+_CBIS_COLUMNS = (
+    "patient_id",
+    "left or right breast",
+    "image view",
+    "abnormality type",
+    "pathology",
+    "image file path",
+    "cropped image file path",
+    "ROI mask file path",
+)
+_CBIS_PATHOLOGY = {"MALIGNANT": True, "BENIGN": False, "BENIGN_WITHOUT_CALLBACK": False}
+
+
+def _dicoms_for(root: Path, csv_path: str) -> list[Path]:
+    """The DICOM files a CBIS-DDSM CSV path stands for: the path itself when the download kept
+    it, else every file under its top folder (the NBIA retriever renames study, series and
+    files, and keeps only that folder's name)."""
+    rel = Path(csv_path.strip())
+    if (root / rel).is_file():
+        return [root / rel]
+    folder = root / rel.parts[0] if rel.parts else root / "-"
+    return sorted(folder.rglob("*.dcm")) if folder.is_dir() else []
+
+
+def _cbis_mask_boxes(
+    candidates: list[Path], size_hw: tuple[int, int]
+) -> tuple[list[list[float]], str | None]:
+    """Boxes (one per connected component) of the ROI mask among ``candidates`` (the mask and
+    the cropped image, whose names CBIS-DDSM swaps between its CSVs): the candidate with the
+    full image's rows x columns."""
+    import pydicom
+    from scipy import ndimage
+
+    same = []
+    for path in candidates:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+        if (int(header.Rows), int(header.Columns)) == size_hw:
+            same.append(path)
+    if len(same) != 1:
+        sizes = "none" if not same else f"{len(same)} files"
+        return [], f"ROI mask: {sizes} of the image's size {size_hw} among {[p.name for p in candidates]}"
+    mask = np.asarray(pydicom.dcmread(same[0]).pixel_array) > 0
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    boxes = []
+    for rows, cols in ndimage.find_objects(labels)[:n]:
+        boxes.append([float(cols.start), float(rows.start), float(cols.stop), float(rows.stop)])
+    return boxes, None if boxes else "empty ROI mask"
+
+
+def convert_cbis_ddsm(
+    root: str | os.PathLike[str],
+    *,
+    csv_files: Sequence[str] = CBIS_DDSM_CSVS,
+    out_dir: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> tuple[dict[str, list[dict[str, Any]]], ConversionReport]:
+    """The datalist of CBIS-DDSM (TCIA, Lee et al., Sci Data 2017) as published.
+
+    Reads the description CSVs (``<root>/mass_case_description_train_set.csv`` and the calc /
+    test ones; one row per abnormality; ``breast_density`` / ``breast density`` differ between
+    mass and calc files and are not needed) and the DICOM download under ``<root>``: each CSV
+    path is used as written when it exists, else the files under its top folder
+    (``Mass-Training_P_00001_LEFT_CC[_1]``), the only part of the path the NBIA Data Retriever
+    keeps. The full image must be the one file of its folder; the ROI mask is the file of the
+    abnormality's folder with the full image's size (CBIS-DDSM lists mask and crop as
+    ``000000``/``000001`` in opposite orders in its mass and calc CSVs, so names are not
+    trusted); no such file (masks of another size exist) rejects the row. Each connected
+    component of the mask (8-connected) is one box. ``pathology`` MALIGNANT is malignant,
+    BENIGN and BENIGN_WITHOUT_CALLBACK benign. The split is the CSV's (Training / Test); the
+    validation split is cut from Training by ``patient_id``.
+
+    Raises:
+        ConversionError: a CSV that is missing or lacks columns, or no convertible image.
+    """
+    root = Path(root)
+    report = ConversionReport(str(root), "cbis-ddsm")
+    images: dict[Path, _Image] = {}
+    cache: dict[Path, Any] = {}
+    for csv_name in csv_files:
+        rows = _read_csv(root / csv_name, _CBIS_COLUMNS)
+        report.rows += len(rows)
+        split = "test" if "test" in csv_name.lower() else "training"
+        for number, row in enumerate(rows, start=2):
+            where = f"{csv_name}:{number}"
+            full = _dicoms_for(root, row["image file path"])
+            if len(full) != 1:
+                report.reject(
+                    number, f"{where} {row['image file path'].strip()}", f"{len(full)} full-image files found"
+                )
+                continue
+            image = images.get(full[0]) or _Image(
+                full[0], row["patient_id"].strip(), split, _side(row["left or right breast"])
+            )
+            image.view = image.view or row["image view"].strip().upper() or None
+            if not _resolve(image, report, number, cache):
+                continue
+            pathology = row["pathology"].strip().upper()
+            if pathology not in _CBIS_PATHOLOGY:
+                report.reject(number, where, f"unknown pathology {row['pathology']!r}")
+                continue
+            candidates = sorted(
+                {
+                    *_dicoms_for(root, row["ROI mask file path"]),
+                    *_dicoms_for(root, row["cropped image file path"]),
+                }
+            )
+            try:
+                boxes, problem = _cbis_mask_boxes(candidates, image.size_hw)  # type: ignore[arg-type]
+            except Exception as err:  # a damaged mask file: this row is reported
+                boxes, problem = [], f"unreadable ROI mask ({type(err).__name__}: {err})"
+            if problem is not None:
+                report.reject(number, where, problem)
+                continue
+            images[full[0]] = image
+            kind = {"mass": "mass", "calcification": "calcification"}.get(
+                row["abnormality type"].strip().lower(), "other"
+            )
+            malignant = _CBIS_PATHOLOGY[pathology]
+            for box in boxes:
+                (image.boxes if malignant else image.benign).append(box)
+                (image.types if malignant else image.benign_types).append(kind)
     return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed)
 
 
