@@ -259,8 +259,18 @@ def _payload(
         "operating_point": point,
         **found.to_dict(),
     }
+    if payload.get("spacing_source") == "meta":  # the attribute: ImagerPixelSpacing, PixelSpacing
+        payload["spacing_source"] = str(meta.get("spacing_source") or "meta")
+    elif payload.get("spacing_source") == "assumed":
+        log.warning(
+            "%s records no pixel spacing: detected at the assumed %s mm (sizes in mm follow from it)",
+            path,
+            payload.get("pixel_spacing_mm"),
+        )
     for finding in payload["findings"]:
         finding["reported"] = threshold is not None and finding["score"] >= threshold
+        if payload.get("spacing_source") == "assumed":
+            finding["spacing_assumed"] = True
     return payload
 
 

@@ -160,9 +160,10 @@ def test_patient_identity_only_with_keep_phi(dataset):
         assert ("Synthetic^" in text) is expect_name
 
 
-def test_an_image_without_spacing_fails_by_name_unless_a_spacing_is_assumed(dataset, tmp_path):
+def test_an_image_without_spacing_fails_by_name_unless_a_spacing_is_assumed(dataset, tmp_path, caplog):
     """A DICOM with neither Imager Pixel Spacing nor Pixel Spacing: listed in failed.json with
-    the reason while the batch goes on; with --assume-spacing-mm it runs and says so."""
+    the reason while the batch goes on; with --assume-spacing-mm it runs, its JSON and each of
+    its findings say so, and a warning names the file; the other image names its attribute."""
     import pydicom
 
     sources = sorted((dataset / "data" / "test").rglob("*.dcm"))[:2]
@@ -186,7 +187,13 @@ def test_an_image_without_spacing_fails_by_name_unless_a_spacing_is_assumed(data
             payload = json.loads(p.read_text())
             sources_seen[payload["image"]] = (payload["spacing_source"], payload["pixel_spacing_mm"])
     assert sources_seen[str(bare.resolve())] == ("assumed", [0.7, 0.7])
-    assert sources_seen[str(sources[1].resolve())][0] == "meta"
+    assert sources_seen[str(sources[1].resolve())][0] in ("ImagerPixelSpacing", "PixelSpacing")
+    assert any(str(bare) in r.getMessage() and "assumed" in r.getMessage() for r in caplog.records)
+    for p in (tmp_path / "assumed").glob("*.json"):
+        if p.name != "failed.json":
+            payload = json.loads(p.read_text())
+            assumed = payload["spacing_source"] == "assumed"
+            assert all(f.get("spacing_assumed", False) == assumed for f in payload["findings"])
 
 
 def test_same_file_names_from_different_folders_do_not_collide(dataset):
