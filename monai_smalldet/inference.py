@@ -119,6 +119,8 @@ class MultiScaleOutput:
         tiles_per_scale: number of network inputs run per level.
         air_tiles_skipped: tiles of each level not run because they hold no breast.
         timings_s: wall-clock seconds per stage (``preprocess``, ``network``, ``postprocess``).
+        crop_box_px: ``(x1, y1, x2, y2)`` of the input the detector kept (the breast crop), in
+            input pixels (the whole image when the detector does not crop).
     """
 
     fused: Detections
@@ -130,10 +132,21 @@ class MultiScaleOutput:
     tiles_per_scale: list[int] = field(default_factory=list)
     air_tiles_skipped: list[int] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    crop_box_px: tuple[float, float, float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary; boxes also in mm when the spacing is known."""
+        """JSON-safe summary; boxes also in mm when the spacing is known; ``crop`` says what the
+        breast crop kept (``box_px``) and which fraction of the image that is."""
+        h, w = self.image_size_hw
+        crop = None
+        if self.crop_box_px is not None:
+            x1, y1, x2, y2 = (float(v) for v in self.crop_box_px)
+            crop = {
+                "box_px": [x1, y1, x2, y2],
+                "fraction_kept": round((x2 - x1) * (y2 - y1) / max(1, h * w), 4),
+            }
         out = {
+            "crop": crop,
             "image_size_hw": list(self.image_size_hw),
             "pixel_spacing_mm": list(self.pixel_spacing_mm) if self.pixel_spacing_mm else None,
             "spacing_source": self.spacing_source,
@@ -502,6 +515,19 @@ class MultiScaleDetector:
             tiles_per_scale=[sum(1 for item in inputs if item.level == i) for i in range(len(levels))],
             air_tiles_skipped=skipped,
             timings_s={"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0},
+            crop_box_px=self._kept_box(work, frame),
+        )
+
+    @staticmethod
+    def _kept_box(work: Any, frame: FrameRecord) -> tuple[float, float, float, float]:
+        """The extent of the preprocessed image in input pixels (the breast crop's box)."""
+        rows, cols = int(work.shape[-2]), int(work.shape[-1])
+        box = np.asarray(map_boxes(np.array([[0.0, 0.0, cols, rows]], np.float32), frame, "xy"))[0]
+        return (
+            float(min(box[0], box[2])),
+            float(min(box[1], box[3])),
+            float(max(box[0], box[2])),
+            float(max(box[1], box[3])),
         )
 
     def _preprocess(

@@ -228,6 +228,7 @@ def study_summary(
                 "image_size_hw": det.get("image_size_hw"),
                 "pixel_spacing_mm": det.get("pixel_spacing_mm"),
                 "spacing_source": det.get("spacing_source"),
+                "crop": det.get("crop"),
                 "tiles_per_scale": det.get("tiles_per_scale"),
                 "findings": image.findings,
                 "num_reported": len(image.reported),

@@ -7,11 +7,18 @@ subsampled copy (about 512 px on the long side, so the cost does not grow with t
 1. a threshold between the background level and Otsu's threshold (Otsu, *A threshold
    selection method from gray-level histograms*, IEEE SMC 1979) -- low enough to keep the
    thin, dim skin-line region;
-2. connected components (:func:`scipy.ndimage.label`); the largest one is the breast, and
+2. bright bands along the image border are removed before labelling: on scanned film the
+   film edge and the scanner's frame are bright lines that join the breast, burnt-in labels
+   and markers into one component (the crop then kept the whole film). From each side
+   inwards, the lines that are bright along at least 90% of their length are dropped, if
+   they form a band no deeper than ``border_band_fraction`` of the image side; a breast
+   against the chest-wall edge is bright along that edge too, but over far more than the
+   band depth, and is kept whole;
+3. connected components (:func:`scipy.ndimage.label`); the largest one is the breast, and
    any other component of at least ``min_component_fraction`` of its area is kept as well
    (a breast split by a dim band). A burnt-in label or laterality marker in the air is far
    smaller and is dropped;
-3. the components' bounding box (MONAI's
+4. the components' bounding box (MONAI's
    :func:`~monai.transforms.utils.generate_spatial_bounding_box`, the function behind
    ``CropForeground``), widened by one subsampling step (so sub-sampling cannot cut a row of
    tissue) plus ``margin_px``, extended to contain every given box (a lesion is never cut),
@@ -101,6 +108,8 @@ class CropBreast(Transform):
         min_component_fraction: other components kept if at least this fraction of the largest.
         max_side_px: long side of the subsampled copy the breast is found on.
         size_multiple_px: round the crop's height and width up to a multiple of this (``1``: off).
+        border_band_fraction: deepest film-edge band removed, as a fraction of the image side
+            (``0``: off; see the module docstring).
 
     Returns (``__call__``):
         ``(image, boxes, frame)``: the cropped image (a view, same type), the boxes
@@ -125,6 +134,7 @@ class CropBreast(Transform):
         min_component_fraction: float = 0.1,
         max_side_px: int = 512,
         size_multiple_px: int = 4,
+        border_band_fraction: float = 0.08,
     ) -> None:
         if margin_px < 0:
             raise ValueError(f"margin_px must be >= 0, got {margin_px}.")
@@ -141,6 +151,9 @@ class CropBreast(Transform):
         self.min_component_fraction = float(min_component_fraction)
         self.max_side_px = int(max_side_px)
         self.size_multiple_px = int(size_multiple_px)
+        if not 0.0 <= border_band_fraction < 0.5:
+            raise ValueError(f"border_band_fraction must be in [0, 0.5), got {border_band_fraction}.")
+        self.border_band_fraction = float(border_band_fraction)
 
     def breast_mask_lowres(self, img: NdarrayOrTensor) -> tuple[np.ndarray | None, int]:
         """The kept components on the subsampled copy (``None`` if nothing is above the
@@ -154,7 +167,7 @@ class CropBreast(Transform):
             return None, step  # constant / all-dark image
         otsu = otsu_threshold(low)
         threshold = background + self.threshold_fraction * (otsu - background)
-        labels, n = ndimage.label(low > threshold)
+        labels, n = ndimage.label(_drop_border_bands(low > threshold, self.border_band_fraction))
         if n == 0:
             return None, step
         areas = np.bincount(labels.reshape(-1), minlength=n + 1)[1:]
@@ -216,6 +229,33 @@ class CropBreast(Transform):
         boxes_out = map_boxes(boxes, step.inverse()) if boxes is not None else None
         frame = frame if frame is not None else FrameRecord.identity(h, w)
         return out, boxes_out, frame.compose(step)
+
+
+def _drop_border_bands(fg: np.ndarray, max_fraction: float, fill: float = 0.9) -> np.ndarray:
+    """``fg`` without its film-edge bands: per side, the run of lines from the border inwards
+    that are foreground along at least ``fill`` of their length, when that run is at most
+    ``max_fraction`` of the image side deep (a deeper run is tissue, not a band)."""
+    if max_fraction <= 0:
+        return fg
+    out = fg.copy()
+    h, w = fg.shape
+    for axis, size in ((0, h), (1, w)):
+        depth = max(1, int(max_fraction * size))
+        coverage = fg.mean(axis=1 - axis)  # per row (axis 0) / per column (axis 1)
+        for lines in (range(size), range(size - 1, -1, -1)):
+            run = []
+            for i in lines:
+                if coverage[i] < fill:
+                    break
+                run.append(i)
+                if len(run) > depth:
+                    break
+            if 0 < len(run) <= depth:
+                if axis == 0:
+                    out[run, :] = False
+                else:
+                    out[:, run] = False
+    return out
 
 
 def _subsample(img: NdarrayOrTensor, step: int) -> np.ndarray:
