@@ -252,6 +252,7 @@ def _payload(
         "image": str(path.resolve()),
         "laterality": meta.get("laterality"),
         "view": meta.get("view"),
+        "view_source": meta.get("view_source"),
         "model": model,
         "mode": detector.mode,
         "fusion": detector.fusion_name,

@@ -810,3 +810,38 @@ def test_meta_to_dict_round_trips_through_json():
     assert (
         MammogramMeta(**{**json.loads(json.dumps(meta.to_dict())), "pixel_spacing_mm": (0.07, 0.05)}) == meta
     )
+
+
+def test_the_view_comes_from_the_header_else_the_series_description_else_the_file_name(write_mg, mg_pixels):
+    """View Position first; without it the View Code Sequence (SNOMED CT or the older SRT
+    code), the series description, the protocol name, the file name, each recorded as the
+    source; nothing found: None."""
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    from monai_smalldet.data.dicom import read_mammogram
+
+    def variant(name, **attrs):
+        path = write_mg(name, mg_pixels, view="MLO")
+        ds = pydicom.dcmread(path)
+        for keyword in ("ViewPosition", "ViewCodeSequence", "SeriesDescription", "ProtocolName"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        for keyword, value in attrs.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path, enforce_file_format=True)
+        return read_mammogram(path)[1]
+
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "R-10242", "SRT", "cranio-caudal"
+    cases = [
+        ("a.dcm", {"ViewPosition": "MLO"}, ("MLO", "ViewPosition")),
+        ("b.dcm", {"ViewCodeSequence": [code]}, ("CC", "ViewCodeSequence")),
+        ("c.dcm", {"SeriesDescription": "R MLO tomo-free"}, ("MLO", "SeriesDescription")),
+        ("d.dcm", {"ProtocolName": "LCC"}, ("CC", "ProtocolName")),
+        ("20586960_6c613a14_MG_R_ML_ANON.dcm", {}, ("ML", "file name")),
+        ("plain.dcm", {"SeriesDescription": "screening"}, (None, None)),
+    ]
+    for name, attrs, expected in cases:
+        meta = variant(name, **attrs)
+        assert (meta.view, meta.view_source) == expected, name

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -153,6 +154,8 @@ class MammogramMeta:
         sop_instance_uid: SOPInstanceUID.
         patient_id: PatientID.
         source_format: ``"dicom"``, ``"png"``, ``"tiff"`` or ``"nifti"``.
+        view_source: where ``view`` came from: ``"ViewPosition"``, ``"ViewCodeSequence"``,
+            ``"SeriesDescription"``, ``"ProtocolName"`` or ``"file name"`` (``None``: unknown).
 
     Example:
         >>> meta = MammogramMeta(path="a.png", rows=4, columns=3, pixel_spacing_mm=(0.07, 0.07),
@@ -179,6 +182,7 @@ class MammogramMeta:
     sop_instance_uid: str | None = None
     patient_id: str | None = None
     source_format: str = "dicom"
+    view_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-serialisable dict (tuples become lists).
@@ -306,6 +310,54 @@ def _spacing_from(value: Any) -> tuple[float, float] | None:
         return read_spacing_mm([float(v) for v in value], pair=True)
     except (TypeError, ValueError):  # SpacingError is a ValueError
         return None
+
+
+_VIEWS = ("CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "AT", "CV", "RCC", "RL", "RM")
+#: CID 4014 View for Mammography: SNOMED CT and the older SNOMED-RT (SRT) codes -> View Position
+_VIEW_CODES = {
+    "399162004": "CC",
+    "R-10242": "CC",
+    "399368009": "MLO",
+    "R-10226": "MLO",
+    "399260004": "ML",
+    "R-10224": "ML",
+    "399352003": "LM",
+    "R-10228": "LM",
+    "399099002": "LMO",
+    "R-10230": "LMO",
+    "399192008": "XCCL",
+    "R-1024A": "XCCL",
+    "399101009": "XCCM",
+    "R-1024B": "XCCM",
+    "399196006": "FB",
+    "R-10244": "FB",
+    "399188001": "SIO",
+    "R-102D0": "SIO",
+}
+_VIEW_TEXT = re.compile(r"(?:^|[^A-Z])[LR]?[ _-]?(MLO|CC|ML|LM)(?:$|[^A-Z])")
+
+
+def _view(ds: Any, path: str) -> tuple[str | None, str | None]:
+    """The view and where it came from: View Position, else View Code Sequence, else the
+    series description / protocol name / file name (``L_CC``, ``RMLO``, ``MG_R_ML``)."""
+    position = (_str_or_none(ds.get("ViewPosition")) or "").upper()
+    if position in _VIEWS:
+        return position, "ViewPosition"
+    try:
+        code = str(ds.ViewCodeSequence[0].CodeValue)
+    except (AttributeError, IndexError, KeyError):
+        code = ""
+    if code in _VIEW_CODES:
+        return _VIEW_CODES[code], "ViewCodeSequence"
+    for name, text in (
+        ("SeriesDescription", ds.get("SeriesDescription")),
+        ("ProtocolName", ds.get("ProtocolName")),
+        ("file name", os.path.basename(str(path))),
+    ):
+        found = _VIEW_TEXT.search(str(text or "").upper())
+        if found:
+            return found.group(1), name
+    return (position or None), ("ViewPosition" if position else None)
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -477,6 +529,7 @@ def _dicom_meta(
     if spacing is None:
         spacing = (default_spacing_mm, default_spacing_mm)
     laterality = _str_or_none(ds.get("ImageLaterality")) or _str_or_none(ds.get("Laterality"))
+    view, view_source = _view(ds, path)
     return MammogramMeta(
         path=path,
         rows=layout.rows,
@@ -484,7 +537,8 @@ def _dicom_meta(
         pixel_spacing_mm=spacing,
         spacing_source=source,
         laterality=laterality.upper() if laterality else None,
-        view=_str_or_none(ds.get("ViewPosition")),
+        view=view,
+        view_source=view_source,
         photometric=layout.photometric,
         bits_stored=layout.bits_stored,
         modality=_str_or_none(ds.get("Modality")),
