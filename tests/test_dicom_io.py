@@ -437,7 +437,9 @@ def test_laterality_falls_back_to_series_laterality(write_mg, tmp_path):
     path = write_mg("l.dcm", np.zeros((2, 2), np.uint16), laterality="L")
     path = _rewrite(path, tmp_path / "l2.dcm", ImageLaterality=None, Laterality="R", ViewPosition=None)
     _, meta = read_mammogram(path)
-    assert meta.laterality == "R" and meta.view is None
+    assert meta.laterality == "R"
+    # without View Position the view still comes from the View Code Sequence the writer wrote
+    assert (meta.view, meta.view_source) == ("CC", "ViewCodeSequence")
 
 
 @pytest.mark.parametrize("modality, words", [("CT", "'CT'"), (None, "absent")])
