@@ -21,6 +21,20 @@ from monai_smalldet.data.datalists import (
 from monai_smalldet.data.dicom_writer import write_mammogram_dicom
 from monai_smalldet.data.synthetic import load_datalist
 
+#: the generic CSV's columns (monai_smalldet.data.datalists.CSV_COLUMNS)
+CSV_HEADER = [
+    "image",
+    "patient_id",
+    "split",
+    "laterality",
+    "view",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "pathology",
+    "lesion_type",
+]
 #: finding_annotations.csv, columns in the published order
 VINDR_HEADER = (
     "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,"
@@ -144,19 +158,7 @@ def test_the_validation_split_is_cut_by_patient_and_seeded(tmp_path):
         for view in ("CC", "MLO"):
             _dicom(tmp_path / "img" / f"p{p}_{view}.dcm", 40, 30, view=view)
             rows.append([f"img/p{p}_{view}.dcm", f"P{p}", "", "L", view, "", "", "", "", "", ""])
-    header = [
-        "image",
-        "patient_id",
-        "split",
-        "laterality",
-        "view",
-        "x1",
-        "y1",
-        "x2",
-        "y2",
-        "pathology",
-        "lesion_type",
-    ]
+    header = CSV_HEADER
     path = _write_csv(tmp_path / "findings.csv", header, rows)
     a, _ = convert_csv(path, val_fraction=0.1, seed=3)
     b, _ = convert_csv(path, val_fraction=0.1, seed=3)
@@ -169,19 +171,7 @@ def test_the_validation_split_is_cut_by_patient_and_seeded(tmp_path):
 
 def test_generic_csv_rows_and_their_problems(tmp_path):
     _dicom(tmp_path / "a.dcm", 50, 40)
-    header = [
-        "image",
-        "patient_id",
-        "split",
-        "laterality",
-        "view",
-        "x1",
-        "y1",
-        "x2",
-        "y2",
-        "pathology",
-        "lesion_type",
-    ]
+    header = CSV_HEADER
     rows = [
         ["a.dcm", "P1", "test", "R", "MLO", 1, 2, 11, 22, "malignant", "mass"],
         ["a.dcm", "P1", "test", "R", "MLO", 5, 5, 9, 9, "benign", "cyst"],
