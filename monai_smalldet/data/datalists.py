@@ -455,6 +455,43 @@ def _inbreast_rois(xml: Path) -> list[tuple[str, list[tuple[float, float]]]]:
     return out
 
 
+def _read_inbreast_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of ``INbreast.csv`` (``;``-separated), its needed columns checked."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as err:
+        raise ConversionError(f"{path}: cannot read the annotation file ({err.strerror or err})") from None
+    reader = csv.DictReader(text.splitlines(), delimiter=";")
+    missing = sorted({"Laterality", "View", "File Name", "Bi-Rads"} - set(reader.fieldnames or []))
+    if missing:
+        raise ConversionError(f"{path}: missing column(s) {missing} (found {reader.fieldnames})")
+    return list(reader)
+
+
+def _add_inbreast_rois(
+    image: _Image,
+    rois: list[tuple[str, list[tuple[float, float]]]],
+    malignant: bool,
+    report: ConversionReport,
+    number: int,
+    xml: Path,
+) -> None:
+    """Each ROI of three or more points as the box of its points; point marks counted."""
+    for roi_name, points in rois:
+        if len(points) < 3:
+            report.settings["point_rois_skipped"] += 1
+            continue
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        box = [min(xs), min(ys), max(xs), max(ys)]
+        problem = _check_box(box, image.size_hw, report)  # type: ignore[arg-type]
+        if problem is not None:
+            report.reject(number, str(xml), f"ROI {roi_name!r}: {problem}")
+            continue
+        kind = _INBREAST_TYPES.get(roi_name.strip().lower(), "other")
+        (image.boxes if malignant else image.benign).append(box)
+        (image.types if malignant else image.benign_types).append(kind)
+
+
 def convert_inbreast(
     root: str | os.PathLike[str],
     *,
@@ -483,16 +520,7 @@ def convert_inbreast(
         ConversionError: no ``INbreast.csv``, missing columns, or no convertible image.
     """
     root = Path(root)
-    path = root / "INbreast.csv"
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as err:
-        raise ConversionError(f"{path}: cannot read the annotation file ({err.strerror or err})") from None
-    reader = csv.DictReader(text.splitlines(), delimiter=";")
-    missing = sorted({"Laterality", "View", "File Name", "Bi-Rads"} - set(reader.fieldnames or []))
-    if missing:
-        raise ConversionError(f"{path}: missing column(s) {missing} (found {reader.fieldnames})")
-    rows = list(reader)
+    rows = _read_inbreast_csv(root / "INbreast.csv")
     report = ConversionReport(str(root), "inbreast", rows=len(rows))
     report.settings.update(malignant_birads=list(malignant_birads), point_rois_skipped=0)
     images: dict[Path, _Image] = {}
@@ -520,20 +548,7 @@ def convert_inbreast(
         except Exception as err:  # a damaged XML: this image is reported, the others go on
             report.reject(number, str(xml), f"unreadable ROI file ({type(err).__name__}: {err})")
             continue
-        malignant = birads in malignant_birads
-        for roi_name, points in rois:
-            if len(points) < 3:
-                report.settings["point_rois_skipped"] += 1
-                continue
-            xs, ys = [p[0] for p in points], [p[1] for p in points]
-            box = [min(xs), min(ys), max(xs), max(ys)]
-            problem = _check_box(box, image.size_hw, report)  # type: ignore[arg-type]
-            if problem is not None:
-                report.reject(number, str(xml), f"ROI {roi_name!r}: {problem}")
-                continue
-            kind = _INBREAST_TYPES.get(roi_name.strip().lower(), "other")
-            (image.boxes if malignant else image.benign).append(box)
-            (image.types if malignant else image.benign_types).append(kind)
+        _add_inbreast_rois(image, rois, birads in malignant_birads, report, number, xml)
         images[found[0]] = image
     if images:
         _assign_split(list(images.values()), "test", test_fraction, seed)
