@@ -88,17 +88,27 @@ def _arm_dir(root: Path, arm: str, seed: int) -> Path:
     return root / f"{arm}_seed{seed}"
 
 
-def train_arm(root: Path, dataset_dir: Path, arm: str, seed: int, steps: int) -> Path:
-    """Train one arm from scratch with the bundle's config; returns its final checkpoint."""
+def train_with_bundle(
+    out: Path, dataset_dir: Path, seed: int, steps: int, overrides: dict[str, Any], record: dict[str, Any]
+) -> Path:
+    """Train with the bundle's ``train.yaml`` and ``overrides`` for about ``steps`` optimiser
+    steps, without validation (the final weights are kept); returns ``out/model_final.pt``.
+
+    Skipped when that file exists (resumable per run). ``record`` is written with the run's
+    epochs, iterations, tiles per step, seconds and machine into ``out/ablation_run.json``.
+    """
     from monai.bundle import ConfigParser
 
-    out = _arm_dir(root, arm, seed)
+    from monai_smalldet.data.synthetic import load_datalist
+
     final = out / "model_final.pt"
     if final.is_file():
         return final
     parser = ConfigParser()
     parser.read_config(str(Path("bundle/configs/train.yaml")))
-    steps_per_epoch = -(-parser["synthetic"]["n_train"] // parser["batch_images"])
+    datalist = dataset_dir / "datalist.json"
+    n_train = len(load_datalist(datalist)) if datalist.is_file() else parser["synthetic"]["n_train"]
+    steps_per_epoch = -(-n_train // parser["batch_images"])
     epochs = max(1, round(steps / steps_per_epoch))
     parser.update(
         {
@@ -107,8 +117,8 @@ def train_arm(root: Path, dataset_dir: Path, arm: str, seed: int, steps: int) ->
             "output_dir": str(out / "eval"),
             "seed": seed,
             "epochs": epochs,
-            "val_interval": epochs + 1,  # no validation: every arm keeps its final weights
-            "level_weights": ARMS[arm],
+            "val_interval": epochs + 1,  # no validation: every run keeps its final weights
+            **overrides,
         }
     )
     parser.get_parsed_content("initialize")  # determinism; the dataset when it is not there yet
@@ -117,9 +127,8 @@ def train_arm(root: Path, dataset_dir: Path, arm: str, seed: int, steps: int) ->
     write_json_atomic(
         out / "ablation_run.json",
         {
-            "arm": arm,
+            **record,
             "seed": seed,
-            "level_weights": ARMS[arm],
             "epochs": epochs,
             "iterations": epochs * steps_per_epoch,
             "tiles_per_step": parser["batch_images"] * parser["tiles_per_image"],
@@ -128,6 +137,13 @@ def train_arm(root: Path, dataset_dir: Path, arm: str, seed: int, steps: int) ->
         },
     )
     return final
+
+
+def train_arm(root: Path, dataset_dir: Path, arm: str, seed: int, steps: int) -> Path:
+    """Train one arm from scratch with the bundle's config; returns its final checkpoint."""
+    overrides = {"level_weights": ARMS[arm]}
+    record = {"arm": arm, "level_weights": ARMS[arm]}
+    return train_with_bundle(_arm_dir(root, arm, seed), dataset_dir, seed, steps, overrides, record)
 
 
 def _hits(preds: list[dict], items: list[dict]) -> tuple[np.ndarray, float]:

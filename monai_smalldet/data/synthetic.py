@@ -17,8 +17,10 @@ Physics, all in millimetres so that ``scale`` changes only the sampling:
   a thin, slightly denser skin line follows the outline.
 * **Parenchyma**: power-law ("1/f^beta") Gaussian noise, radial power spectrum
   ``P(f) ~ f^-beta``, ``beta`` drawn from N(3.17, 0.23) for CC and N(3.30, 0.24) for MLO,
-  the values measured on FFDM (Cockmartin et al.; Burgess et al., Med Phys 2001). Breast
-  density (fatty to dense) scales the glandular fraction and the texture amplitude.
+  the values measured on FFDM (Cockmartin et al.; Burgess et al., Med Phys 2001); or, with
+  ``texture="clustered_lumpy"``, an independent model: a clustered lumpy background (Bochud
+  et al. 1999, :mod:`~monai_smalldet.data.textures`). Breast density (fatty to dense) scales
+  the glandular fraction and the texture amplitude.
 * **Lesions**: circumscribed (smooth or lobulated) and spiculated masses of 3-30 mm
   (diameter log-uniform, so about 52 % are under 10 mm), projected as spheres with a soft
   margin; spicules are tapered lines radiating from the core; microcalcification clusters of
@@ -26,7 +28,9 @@ Physics, all in millimetres so that ``scale`` changes only the sampling:
   preserved at any pixel size (a 0.1 mm speck fades at 0.28 mm pixels, as it would). Benign
   distractors are round, sharply circumscribed masses.
 * **Detector**: quantum noise whose standard deviation scales inversely with the pixel
-  pitch, then quantisation to ``bits_stored`` (12 or 14) bits.
+  pitch, a transfer curve (linear, log or sigmoid) and quantisation to ``bits_stored`` (12,
+  14 or 16) bits. :data:`DETECTOR_PROFILES` names detector settings (pitch 0.05-0.1 mm, bits,
+  MONOCHROME1/2, transfer curve) for training on a mix and leave-one-domain-out tests.
 
 Ground-truth conventions (shared with the datalists written by :func:`generate_dataset`):
 boxes are ``(x1, y1, x2, y2)`` with x = **column**, y = **row**, in continuous pixel
@@ -62,10 +66,13 @@ from scipy import fft as sp_fft
 from scipy.special import expit
 
 from ..files import atomic_write, write_json_atomic
+from .textures import TRANSFER_CURVES, apply_transfer_curve, clustered_lumpy_noise
 
 __all__ = [
     "FULL_SHAPE_PX",
     "FULL_SPACING_MM",
+    "DETECTOR_PROFILES",
+    "TEXTURES",
     "VIEW_SLOTS",
     "Lesion",
     "SynthConfig",
@@ -82,6 +89,21 @@ FULL_SPACING_MM: float = 0.07
 """Pixel pitch of a full-resolution synthetic image, in mm."""
 VIEW_SLOTS: tuple[tuple[str, str], ...] = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
 """The four screening views, in the order images of a study are generated."""
+
+TEXTURES: tuple[str, ...] = ("power_law", "clustered_lumpy")
+"""Parenchyma models of :class:`SynthConfig` ``texture``."""
+
+DETECTOR_PROFILES: dict[str, dict[str, Any]] = {
+    "a": {"detector_pitch_mm": 0.07, "bits_stored": 12, "p_monochrome1": 0.2, "transfer": "linear"},
+    "b": {"detector_pitch_mm": 0.1, "bits_stored": 14, "p_monochrome1": 1.0, "transfer": "log"},
+    "c": {"detector_pitch_mm": 0.05, "bits_stored": 16, "p_monochrome1": 0.0, "transfer": "sigmoid"},
+}
+"""Detector settings by name, for ``SynthConfig(**DETECTOR_PROFILES[name])``: ``a`` is the
+default (0.07 mm, the pitch of the Hologic Selenia Dimensions); ``b`` a 0.1 mm pitch (as GE's
+Senographe Essential), 14 bits, always MONOCHROME1, log curve; ``c`` a 0.05 mm pitch (as
+Fujifilm's Amulet), 16 bits, MONOCHROME2, sigmoid curve. Only the pitches are those of the
+named detectors; bits, photometric and curve are combinations chosen to differ, not any
+vendor's processing."""
 
 MALIGNANT_TYPES = ("circumscribed_mass", "spiculated_mass", "calcification_cluster")
 BENIGN_TYPES = ("benign_mass",)
@@ -112,8 +134,13 @@ class SynthConfig:
         mass_contrast_ref_mm: diameter at which ``mass_contrast`` applies.
         mass_contrast_max: upper bound of a mass's peak contrast.
         p_monochrome1: share of images stored as MONOCHROME1 (inverted grey scale).
-        bits_stored: 12 or 14.
+        bits_stored: 12, 14 or 16.
         p_marker: probability of a burnt-in laterality marker in the air region.
+        texture: parenchyma model, one of :data:`TEXTURES`.
+        detector_pitch_mm: pixel pitch at ``scale=1``; the field of view stays 286.7 x 233 mm
+            (4096 x 3328 pixels at 0.07 mm), so the image size follows the pitch.
+        transfer: detector transfer curve, one of
+            :data:`~monai_smalldet.data.textures.TRANSFER_CURVES`.
     """
 
     scale: float = 1.0
@@ -131,6 +158,9 @@ class SynthConfig:
     p_monochrome1: float = 0.2
     bits_stored: int = 12
     p_marker: float = 0.25
+    texture: str = "power_law"
+    detector_pitch_mm: float = FULL_SPACING_MM
+    transfer: str = "linear"
 
     def __post_init__(self) -> None:
         if not 0.02 <= self.scale <= 2.0:
@@ -143,16 +173,23 @@ class SynthConfig:
                 raise ValueError(f"{name} must be a probability, got {value}.")
         if self.max_lesions < 1:
             raise ValueError(f"max_lesions must be >= 1, got {self.max_lesions}.")
+        if self.texture not in TEXTURES:
+            raise ValueError(f"texture must be one of {TEXTURES}, got {self.texture!r}.")
+        if self.transfer not in TRANSFER_CURVES:
+            raise ValueError(f"transfer must be one of {TRANSFER_CURVES}, got {self.transfer!r}.")
+        if not 0.02 <= self.detector_pitch_mm <= 0.2:
+            raise ValueError(f"detector_pitch_mm must be in [0.02, 0.2], got {self.detector_pitch_mm}.")
 
     @property
     def shape_px(self) -> tuple[int, int]:
         """(rows, columns) of the images at this scale."""
-        return (round(FULL_SHAPE_PX[0] * self.scale), round(FULL_SHAPE_PX[1] * self.scale))
+        factor = self.scale * (FULL_SPACING_MM / self.detector_pitch_mm)
+        return (round(FULL_SHAPE_PX[0] * factor), round(FULL_SHAPE_PX[1] * factor))
 
     @property
     def spacing_mm(self) -> float:
         """Pixel pitch in mm at this scale (square pixels)."""
-        return FULL_SPACING_MM / self.scale
+        return self.detector_pitch_mm / self.scale
 
 
 @dataclass(frozen=True)
@@ -563,7 +600,10 @@ def _anatomy(
 
     beta = float(np.clip(rng.normal(3.17, 0.23) if view == "CC" else rng.normal(3.30, 0.24), 2.6, 3.7))
     density = float(rng.beta(1.6, 2.2))
-    texture = power_law_noise((rows, cols), sp, beta, rng_texture)
+    if cfg.texture == "clustered_lumpy":
+        texture = clustered_lumpy_noise((rows, cols), sp, rng_texture)
+    else:
+        texture = power_law_noise((rows, cols), sp, beta, rng_texture)
     # tissue = 0.35 + 0.5 * glandular fraction, built in place on the texture buffer
     tissue = texture
     if view == "MLO":  # the pectoral muscle: dense, with its own faint texture
@@ -709,6 +749,8 @@ def _expose(rng: np.random.Generator, breast: _Breast, cfg: SynthConfig) -> tupl
     marker_box = None
     if rng.uniform() < cfg.p_marker:
         marker_box = _draw_marker(signal, breast.mask, cfg.spacing_mm, chest_left=True, value=0.97)
+    if cfg.transfer != "linear":
+        apply_transfer_curve(signal, cfg.transfer)
     return np.clip(np.rint(signal * max_value), 0, max_value).astype(np.uint16), marker_box
 
 
