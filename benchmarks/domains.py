@@ -74,8 +74,9 @@ def _domain_data(data_dir: Path, name: str, split: str, n: int) -> list[dict]:
     """The first ``n`` items of one domain's training or test split (written when missing)."""
     from monai_smalldet.data.synthetic import generate_dataset, load_datalist
 
-    training = split == "training"
-    root = data_dir / f"{'train' if training else 'test'}_{name}"
+    training = split in ("training", "validation")  # one generated training folder holds both
+    # absolute: the mix datalists live in another folder and name these images from there
+    root = (data_dir / f"{'train' if training else 'test'}_{name}").absolute()
     datalist = root / "datalist.json"
     if not datalist.is_file() or len(load_datalist(datalist, split)) < n:
         generate_dataset(
