@@ -4,6 +4,9 @@ Run::
 
     python -m apps.mammo_detect -i DICOM_DIR -o OUT_DIR -m MODEL_DIR
     HOLOSCAN_INPUT_PATH=... HOLOSCAN_OUTPUT_PATH=... HOLOSCAN_MODEL_PATH=... python -m apps.mammo_detect
+    python -m apps.mammo_detect --dicomweb URL --study UID -o OUT_DIR -m MODEL_DIR   (see .pacs)
+    python -m apps.mammo_detect listen --port N --destination AET@host:port -o OUT_DIR -m MODEL_DIR
+        (a DIMSE listener, see .dimse)
 
 ``MODEL_DIR`` holds ``model.pt`` + ``model.json`` (``monai_smalldet.networks.save_checkpoint``),
 or one sub-folder that does (a MAP's ``/opt/holoscan/models/<name>/``).
@@ -341,6 +344,21 @@ def main(argv: list[str] | None = None, *, detector: Any = None, **app_kwargs: A
         detector, app_kwargs: passed to :class:`MammoDetectApp`.
     """
     argv = list(sys.argv if argv is None else argv)
+    if argv[1:2] == ["listen"]:
+        from .dimse import listen_main
+
+        return listen_main(argv, detector=detector, **app_kwargs)
+    if "--dicomweb" in argv or (
+        os.environ.get("MAMMO_DETECT_DICOMWEB_URL") and not {"-i", "--input"} & set(argv)
+    ):
+        from .pacs import dicomweb_main
+
+        return dicomweb_main(argv, detector=detector, **app_kwargs)
+    return _folder_main(argv, detector=detector, **app_kwargs)
+
+
+def _folder_main(argv: list[str], *, detector: Any, **app_kwargs: Any) -> int:
+    """The folder-in, folder-out run of :func:`main` (``-i``/``-o`` or the ``HOLOSCAN_*`` paths)."""
     try:
         args = parse_args(argv)  # argparse exits with status 2 on a bad option or missing path
     except OSError as err:  # the SDK's -o type creates the folder: read-only or full filesystem
