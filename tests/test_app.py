@@ -819,22 +819,13 @@ def test_cad_sr_agrees_with_the_json_finding_by_finding_and_passes_dcmtk(study, 
     image, with its box and score; the failed image under Failed Detections with its reason;
     DCMTK reads it without a warning about the document."""
     from monai_smalldet.reports import read_mammography_cad_sr
-    from tests.tools import require_tool
+    from tests.tools import cad_and_json_findings, require_tool
 
     _, out = runs["b"]
     summary = _summary(out, study["study_uid"])
     path = output_paths(out, study["study_uid"])["study_dir"] / CAD_SR_NAME
     cad = read_mammography_cad_sr(pydicom.dcmread(path))
-    expected = sorted(
-        (i["sop_instance_uid"], [round(v, 3) for v in f["box"]], round(f["score"], 4))
-        for i in summary["images"]
-        for f in i["findings"]
-        if f["reported"]
-    )
-    got = sorted(
-        (f["sop_instance_uid"], [round(v, 3) for v in f["box"]], round(f["score"], 4))
-        for f in cad["findings"]
-    )
+    got, expected = cad_and_json_findings(cad, summary)
     assert got == expected and len(got) == 1
     assert all(f["rendering_intent"] == "Presentation Required" for f in cad["findings"])
     assert cad["failed"] == {study["broken_sop"]: summary["failed"][0]["reason"]}

@@ -35,6 +35,7 @@ from monai_smalldet.reports import read_mammography_cad_sr  # noqa: E402
 from tests.orthanc import AE_TITLE as ORTHANC_AET  # noqa: E402
 from tests.orthanc import Orthanc, free_port  # noqa: E402
 from tests.test_app import LESION, VIEWS, _fake_detector, _write_view  # noqa: E402
+from tests.tools import cad_and_json_findings  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -101,16 +102,7 @@ def _assert_findings_match_the_json(stored: pydicom.Dataset, out: Path, study_fi
     uid = study_files["study_uid"]
     cad = read_mammography_cad_sr(stored)
     summary = json.loads(output_paths(out, uid)["summary"].read_text())
-    expected = sorted(
-        (i["sop_instance_uid"], [round(v, 3) for v in f["box"]], round(f["score"], 4))
-        for i in summary["images"]
-        for f in i["findings"]
-        if f["reported"]
-    )
-    got = sorted(
-        (f["sop_instance_uid"], [round(v, 3) for v in f["box"]], round(f["score"], 4))
-        for f in cad["findings"]
-    )
+    got, expected = cad_and_json_findings(cad, summary)
     assert got == expected and len(got) >= 1
     x1, y1, x2, y2 = LESION
     for sop_uid, (bx1, by1, bx2, by2), _ in got:  # on the drawn square of the left CC
