@@ -183,7 +183,7 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
         "cbis-ddsm": datalists.convert_cbis_ddsm,
     }[args.format]
     kwargs: dict[str, Any] = {"out_dir": args.out.resolve().parent, "val_fraction": args.val_fraction}
-    kwargs["seed"] = args.seed
+    kwargs.update(seed=args.seed, spacing_mm=args.spacing)
     if args.malignant_birads and args.format in ("vindr-mammo", "inbreast"):
         kwargs["malignant_birads"] = tuple(args.malignant_birads)
     if args.format == "inbreast":
@@ -196,6 +196,14 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
     out, report_path = datalists.write_datalist(datalist, report, args.out)
     counts = ", ".join(f"{k} {v}" for k, v in report.images.items())
     print(f"{out}: {counts} images; {len(report.rejected)} row(s) rejected (see {report_path})")
+    spacing = ", ".join(f"{k} {v}" for k, v in report.spacing_sources.items())
+    print(f"pixel spacing from: {spacing}")
+    if report.spacing_sources.get("missing"):
+        print(
+            f"monai-smalldet datalist: warning: {report.spacing_sources['missing']} image(s) record no pixel "
+            "spacing (spacing_source 'missing'); give --spacing MM if it is known",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -394,6 +402,9 @@ def _add_datalist(sub: Any) -> None:
     )
     p.add_argument(
         "--test-fraction", type=float, default=0.2, help="inbreast (no official split): test patients"
+    )
+    p.add_argument(
+        "--spacing", type=float, default=None, help="pixel spacing (mm) of images whose files record none"
     )
     p.set_defaults(func=_cmd_datalist)
 

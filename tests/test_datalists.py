@@ -431,3 +431,74 @@ def test_cbis_ddsm_masks_to_boxes_in_the_nbia_download_layout(tmp_path):
     assert "ROI mask: none of the image's size (90, 60)" in reasons[1] and len(reasons) == 2
     with pytest.raises(ConversionError, match="mass_case_description_test_set.csv"):
         convert_cbis_ddsm(root)  # the default four CSVs: two are missing
+
+
+def _png(path: Path, rows: int, cols: int) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.full((rows, cols), 900, np.uint16)).save(path)
+    return path
+
+
+def test_each_entry_says_where_its_spacing_came_from_and_the_loader_follows_it(tmp_path):
+    """Header spacing (0.1 mm, ImagerPixelSpacing) wins over the CSV's column and ``--spacing``;
+    a PNG takes the CSV's column, else ``--spacing``, else is ``missing``; the loader uses an
+    entry's spacing only for a file that records none."""
+    from monai_smalldet.transforms import LoadMammogramd
+
+    _dicom(tmp_path / "a.dcm", 50, 40)
+    _png(tmp_path / "b.png", 30, 20)
+    _png(tmp_path / "c.png", 30, 20)
+    header = [*CSV_HEADER, "spacing_mm"]
+    rows = [
+        ["a.dcm", "P1", "test", "L", "CC", "", "", "", "", "", "", "0.05"],  # the header's 0.1 wins
+        ["b.png", "P2", "test", "L", "CC", "", "", "", "", "", "", "0.085"],
+        ["c.png", "P3", "test", "L", "CC", "", "", "", "", "", "", ""],
+        ["c.png", "P3", "test", "L", "CC", "", "", "", "", "", "", "-1"],  # rejected, named
+    ]
+    csv_path = _write_csv(tmp_path / "f.csv", header, rows)
+    datalist, report = convert_csv(csv_path)
+    got = {e["image"]: (e["pixel_spacing_mm"], e["spacing_source"]) for e in datalist["test"]}
+    assert got == {
+        "a.dcm": ([0.1, 0.1], "ImagerPixelSpacing"),
+        "b.png": ([0.085, 0.085], "csv"),
+        "c.png": (None, "missing"),
+    }
+    assert report.spacing_sources == {"ImagerPixelSpacing": 1, "csv": 1, "missing": 1}
+    assert [r["row"] for r in report.rejected] == [5] and "malformed row" in report.rejected[0]["reason"]
+
+    datalist, report = convert_csv(csv_path, spacing_mm=0.2)
+    entries = {e["image"]: e for e in datalist["test"]}
+    assert (entries["c.png"]["pixel_spacing_mm"], entries["c.png"]["spacing_source"]) == ([0.2, 0.2], "user")
+    assert entries["a.dcm"]["spacing_source"] == "ImagerPixelSpacing"
+
+    load = LoadMammogramd(keys="image")
+    for name, want_mm, want_source in (("c.png", 0.2, "user"), ("b.png", 0.085, "csv"), ("a.dcm", 0.1, None)):
+        entry = dict(entries[name], image=str(tmp_path / name))
+        img = load(entry)["image"]
+        assert np.allclose(img.meta["pixel_spacing_mm"], [want_mm, want_mm])
+        assert np.allclose(np.diag(img.affine.numpy())[:2], [want_mm, want_mm])
+        assert img.meta["spacing_source"] == (want_source or "ImagerPixelSpacing")
+    lying = dict(entries["a.dcm"], image=str(tmp_path / "a.dcm"), pixel_spacing_mm=[0.3, 0.3])
+    assert np.allclose(load(lying)["image"].meta["pixel_spacing_mm"], [0.1, 0.1])  # the header wins
+    ignored = LoadMammogramd(keys="image", spacing_key=None)(
+        dict(entries["c.png"], image=str(tmp_path / "c.png"))
+    )
+    assert ignored["image"].meta["spacing_source"] == "default"
+    with pytest.raises(ValueError, match=r"c\.png: the item's 'pixel_spacing_mm'"):
+        load({"image": str(tmp_path / "c.png"), "pixel_spacing_mm": [0, 1]})
+
+
+def test_the_datalist_command_warns_of_missing_spacing(tmp_path, capsys):
+    from monai_smalldet.cli import main
+
+    _png(tmp_path / "b.png", 30, 20)
+    csv_path = _write_csv(tmp_path / "f.csv", ["image", "patient_id"], [["b.png", "P1"]])
+    out = tmp_path / "d.json"
+    assert main(["datalist", str(csv_path), "--format", "csv", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "pixel spacing from: missing 1" in captured.out and "--spacing MM" in captured.err
+    assert main(["datalist", str(csv_path), "--format", "csv", "--out", str(out), "--spacing", "0.05"]) == 0
+    assert "pixel spacing from: user 1" in capsys.readouterr().out
+    (entry,) = json.loads(out.read_text())["training"]
+    assert entry["pixel_spacing_mm"] == [0.05, 0.05]

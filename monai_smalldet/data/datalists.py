@@ -10,12 +10,22 @@ An entry::
 
     {"image": "<path, relative to the datalist's folder>", "patient_id": ..., "laterality": "L",
      "view": "CC", "box": [[x1, y1, x2, y2], ...], "label": [1, ...], "lesion_type": [...],
-     "benign_box": [...], "benign_type": [...], "source_split": ...}
+     "benign_box": [...], "benign_type": [...], "pixel_spacing_mm": [0.07, 0.07],
+     "spacing_source": "ImagerPixelSpacing", "source_split": ...}
 
 Boxes are pixels of the **stored image**, x = column, (x1, y1) the top-left corner; malignant
 findings go under ``box`` (``label`` 1), benign ones under ``benign_box`` (the hard negatives of
 :class:`~monai_smalldet.transforms.RandLesionTileSamplerd`). Images without a finding have empty
-lists. The validation split is cut from the training split by patient (seeded; one patient's
+lists. ``pixel_spacing_mm`` (``[row, col]`` mm) and ``spacing_source`` say where each image's
+spacing came from: ``ImagerPixelSpacing`` or ``PixelSpacing`` (the DICOM header, read by
+:func:`~monai_smalldet.data.dicom.header_spacing`, as the loader reads it), ``csv`` (the generic
+CSV's ``spacing_mm`` column), ``user`` (the converter's ``spacing_mm`` argument, ``--spacing``:
+applied only to images that record none), or ``missing`` (``pixel_spacing_mm`` null; the
+loader then uses its ``default_spacing_mm`` and says so). No converter invents a dataset
+default: VinDr-Mammo and INbreast DICOMs record their own; CBIS-DDSM's do not, and its
+digitiser per case is only in the original DDSM ``.ics`` files, which CBIS-DDSM does not ship.
+:class:`~monai_smalldet.transforms.LoadMammogramd` reads an entry's spacing for a file that
+records none. The validation split is cut from the training split by patient (seeded; one patient's
 images never straddle two splits); a dataset's own test split stays the test split.
 
 Rules for every converter: a row that cannot be converted (missing image file, a box that is
@@ -38,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..files import write_json_atomic
+from ..spacing import read_spacing_mm
 
 __all__ = [
     "CBIS_DDSM_CSVS",
@@ -63,6 +74,7 @@ CSV_COLUMNS = {
     "x1,y1,x2,y2": "finding box in pixels of the stored image, x = column; all empty: no finding",
     "pathology": "malignant | benign (with a box); optional when there is no box",
     "lesion_type": "free text, e.g. mass, calcification_cluster; optional",
+    "spacing_mm": "pixel spacing in mm (one number), for images whose files record none; optional",
 }
 
 #: VinDr-Mammo ``finding_birads`` values counted as malignant by default (BI-RADS 4 and 5:
@@ -89,6 +101,7 @@ class ConversionReport:
     findings: dict[str, int] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     clipped_boxes: int = 0
+    spacing_sources: dict[str, int] = field(default_factory=dict)
 
     def reject(self, row: int, file: str | None, reason: str) -> None:
         self.rejected.append({"row": row, "file": file, "reason": reason})
@@ -102,6 +115,7 @@ class ConversionReport:
             "images": self.images,
             "findings": self.findings,
             "clipped_boxes": self.clipped_boxes,
+            "spacing_sources": self.spacing_sources,
             "settings": self.settings,
             "rejected": self.rejected,
         }
@@ -115,6 +129,8 @@ class _Image:
     laterality: str | None = None
     view: str | None = None
     size_hw: tuple[int, int] | None = None
+    spacing: tuple[float, float] | None = None
+    spacing_source: str | None = None
     boxes: list[list[float]] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
     benign: list[list[float]] = field(default_factory=list)
@@ -134,17 +150,21 @@ def _read_csv(path: Path, required: Iterable[str]) -> list[dict[str, str]]:
         raise ConversionError(f"{path}: cannot read the annotation file ({err.strerror or err})") from None
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(rows, columns) of an image file, from its header only."""
+def _image_header(path: Path) -> tuple[tuple[int, int], tuple[float, float] | None, str | None]:
+    """``((rows, columns), spacing, its source)`` of an image file, from its header only; a
+    PNG/TIFF/JPEG records no spacing the pipeline trusts."""
     if path.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg"):
         from PIL import Image
 
         with Image.open(path) as im:
-            return int(im.height), int(im.width)
+            return (int(im.height), int(im.width)), None, None
     import pydicom
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
-    return int(ds.Rows), int(ds.Columns)
+    from .dicom import header_spacing
+
+    tags = ["Rows", "Columns", "ImagerPixelSpacing", "PixelSpacing"]
+    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+    return (int(ds.Rows), int(ds.Columns)), *header_spacing(ds)
 
 
 def _box(values: Sequence[str]) -> list[float] | None:
@@ -179,14 +199,16 @@ def _resolve(image: _Image, report: ConversionReport, row: int, cache: dict[Path
     """Check the image file once (exists, readable size); reject the row otherwise."""
     if image.path not in cache:
         try:
-            cache[image.path] = _image_size(image.path) if image.path.is_file() else "image file not found"
+            cache[image.path] = _image_header(image.path) if image.path.is_file() else "image file not found"
         except Exception as err:  # a damaged file: reported, the others go on
             cache[image.path] = f"unreadable image header ({type(err).__name__}: {err})"
     found = cache[image.path]
     if isinstance(found, str):
         report.reject(row, str(image.path), found)
         return False
-    image.size_hw = found
+    image.size_hw, spacing, source = found
+    if spacing is not None:  # the header wins over any other source, as in the loader
+        image.spacing, image.spacing_source = spacing, source
     return True
 
 
@@ -215,6 +237,8 @@ def _datalist(
             "laterality": im.laterality,
             "view": im.view,
             "shape": list(im.size_hw) if im.size_hw else None,
+            "pixel_spacing_mm": list(im.spacing) if im.spacing else None,
+            "spacing_source": im.spacing_source or "missing",
             "box": im.boxes,
             "label": [1] * len(im.boxes),
             "lesion_type": im.types,
@@ -231,13 +255,27 @@ def _datalist(
     return out
 
 
-def _finish(images: dict[Any, _Image], base: Path, report: ConversionReport, val_fraction: float, seed: int):
+def _finish(
+    images: dict[Any, _Image],
+    base: Path,
+    report: ConversionReport,
+    val_fraction: float,
+    seed: int,
+    spacing_mm: float | None = None,
+):
     if not images:
         raise ConversionError(
             f"{report.source}: no image could be converted ({len(report.rejected)} rows rejected)"
         )
     _assign_split(list(images.values()), "validation", val_fraction, seed)
-    report.settings.update(val_fraction=val_fraction, seed=seed)
+    report.settings.update(val_fraction=val_fraction, seed=seed, spacing_mm=spacing_mm)
+    if spacing_mm is not None:
+        given = read_spacing_mm(spacing_mm)
+        for im in images.values():
+            if im.spacing is None:
+                im.spacing, im.spacing_source = given, "user"
+    sources = [im.spacing_source or "missing" for im in images.values()]
+    report.spacing_sources = {k: sources.count(k) for k in sorted(set(sources))}
     return _datalist(images.values(), base, report), report
 
 
@@ -257,6 +295,7 @@ def convert_csv(
     out_dir: str | os.PathLike[str] | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
+    spacing_mm: float | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], ConversionReport]:
     """The datalist of a CSV in the documented generic format (:data:`CSV_COLUMNS`, one row per
     finding), for private data.
@@ -266,6 +305,8 @@ def convert_csv(
         out_dir: the folder the datalist will be written to (image paths are made relative to
             it; default: the CSV's folder).
         val_fraction, seed: the patient-level validation split cut from ``training``.
+        spacing_mm: pixel spacing (mm) of the images whose files record none (``spacing_source``
+            ``user``); default: left ``missing``.
 
     Raises:
         ConversionError: unreadable CSV, missing required columns, or no convertible image.
@@ -295,8 +336,11 @@ def convert_csv(
             continue
         try:
             box = _box([row.get(k, "") for k in ("x1", "y1", "x2", "y2")])
-        except ValueError as err:
-            report.reject(number, str(file), str(err))
+            spacing = (row.get("spacing_mm") or "").strip()
+            if spacing and image.spacing_source in (None, "csv"):
+                image.spacing, image.spacing_source = read_spacing_mm(float(spacing)), "csv"
+        except ValueError as err:  # SpacingError is a ValueError
+            report.reject(number, str(file), f"malformed row: {err}")
             continue
         images[file] = image
         if box is None:
@@ -311,7 +355,7 @@ def convert_csv(
         kind = (row.get("lesion_type") or "").strip() or "lesion"
         (image.boxes if pathology == "malignant" else image.benign).append(box)
         (image.types if pathology == "malignant" else image.benign_types).append(kind)
-    return _finish(images, Path(out_dir) if out_dir else path.parent, report, val_fraction, seed)
+    return _finish(images, Path(out_dir) if out_dir else path.parent, report, val_fraction, seed, spacing_mm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,6 +394,7 @@ def convert_vindr_mammo(
     malignant_birads: Sequence[str] = VINDR_MALIGNANT_BIRADS,
     val_fraction: float = 0.1,
     seed: int = 0,
+    spacing_mm: float | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], ConversionReport]:
     """The datalist of VinDr-Mammo (PhysioNet, Nguyen et al., Sci Data 2023) as published.
 
@@ -414,7 +459,7 @@ def convert_vindr_mammo(
         malignant = birads in malignant_birads
         (image.boxes if malignant else image.benign).append(box)
         (image.types if malignant else image.benign_types).append(kind)
-    return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed)
+    return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed, spacing_mm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,6 +545,7 @@ def convert_inbreast(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
+    spacing_mm: float | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], ConversionReport]:
     """The datalist of INbreast (Moreira et al., Acad Radiol 2012) as released.
 
@@ -553,7 +599,7 @@ def convert_inbreast(
     if images:
         _assign_split(list(images.values()), "test", test_fraction, seed)
     report.settings["test_fraction"] = test_fraction
-    return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed)
+    return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed, spacing_mm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,6 +668,7 @@ def convert_cbis_ddsm(
     out_dir: str | os.PathLike[str] | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
+    spacing_mm: float | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], ConversionReport]:
     """The datalist of CBIS-DDSM (TCIA, Lee et al., Sci Data 2017) as published.
 
@@ -688,7 +735,7 @@ def convert_cbis_ddsm(
             for box in boxes:
                 (image.boxes if malignant else image.benign).append(box)
                 (image.types if malignant else image.benign_types).append(kind)
-    return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed)
+    return _finish(images, Path(out_dir) if out_dir else root, report, val_fraction, seed, spacing_mm)
 
 
 def write_datalist(

@@ -81,6 +81,7 @@ __all__ = [
     "MammogramMeta",
     "MammogramReadError",
     "NonMammogramWarning",
+    "header_spacing",
     "read_mammogram",
 ]
 
@@ -511,23 +512,28 @@ def _decode(ds: Dataset, path: str, layout: _PixelLayout) -> tuple[np.ndarray, U
     return stored, tsyntax
 
 
-def _dicom_meta(
-    ds: Dataset, path: str, layout: _PixelLayout, transfer_syntax: str, default_spacing_mm: float
-) -> MammogramMeta:
-    """The header fields the pipeline uses; spacing from ImagerPixelSpacing, else PixelSpacing,
-    else ``default_spacing_mm`` (``spacing_source="default"``)."""
-    spacing: tuple[float, float] | None = None
-    source = "default"
+def header_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    """``((row, col) mm, attribute)`` from a DICOM header: ImagerPixelSpacing (the detector
+    pitch, what a mammogram's sizes are measured in), else PixelSpacing; ``(None, None)`` when
+    neither holds two valid numbers (absent, garbled or out of range: treated alike)."""
     for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
         try:
             spacing = _spacing_from(ds.get(keyword))
         except Exception:  # garbled DS values: treat as absent
             spacing = None
         if spacing is not None:
-            source = keyword
-            break
+            return spacing, keyword
+    return None, None
+
+
+def _dicom_meta(
+    ds: Dataset, path: str, layout: _PixelLayout, transfer_syntax: str, default_spacing_mm: float
+) -> MammogramMeta:
+    """The header fields the pipeline uses; spacing from :func:`header_spacing`, else
+    ``default_spacing_mm`` (``spacing_source="default"``)."""
+    spacing, source = header_spacing(ds)
     if spacing is None:
-        spacing = (default_spacing_mm, default_spacing_mm)
+        spacing, source = (default_spacing_mm, default_spacing_mm), "default"
     laterality = _str_or_none(ds.get("ImageLaterality")) or _str_or_none(ds.get("Laterality"))
     view, view_source = _view(ds, path)
     return MammogramMeta(

@@ -17,6 +17,7 @@ from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
 from ..data.dicom import DEFAULT_SPACING_MM
 from ..data.reader import MammogramReader
+from ..spacing import SpacingError, read_spacing_mm
 
 __all__ = ["LoadMammogram", "LoadMammogramd"]
 
@@ -114,6 +115,12 @@ class LoadMammogramd(MapTransform):
         meta_keys: optional keys (one per key) under which a copy of each image's metadata
             dict is also stored, for code that expects a separate ``*_meta_dict``; ``None``
             stores none (the metadata is always in ``img.meta``).
+        spacing_key: the item key of a spacing the datalist gives (``[row, col]`` mm or one
+            number, as :mod:`monai_smalldet.data.datalists` writes it), used **only** for a file
+            that records none (``spacing_source == "default"``): it replaces the default in
+            ``meta["pixel_spacing_mm"]`` and the affine, and ``meta["spacing_source"]`` becomes
+            the item's ``spacing_source`` (``"datalist"`` when it has none). A spacing in the
+            file's header always wins. ``None``: the item's spacing is ignored.
 
     Example:
         >>> from monai.transforms import Compose, EnsureTyped
@@ -133,8 +140,10 @@ class LoadMammogramd(MapTransform):
         apply_voi: bool = True,
         default_spacing_mm: float = DEFAULT_SPACING_MM,
         meta_keys: KeysCollection | None = None,
+        spacing_key: str | None = "pixel_spacing_mm",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.spacing_key = spacing_key
         self.loader = LoadMammogram(
             require_mg=require_mg, apply_voi=apply_voi, default_spacing_mm=default_spacing_mm
         )
@@ -150,7 +159,28 @@ class LoadMammogramd(MapTransform):
         d = dict(data)
         for key, meta_key in self.key_iterator(d, self.meta_keys):
             img = self.loader(d[key])
+            if isinstance(img, MetaTensor):
+                self._datalist_spacing(img, d)
             d[key] = img
             if meta_key is not None:
                 d[meta_key] = dict(img.meta)
         return d
+
+    def _datalist_spacing(self, img: MetaTensor, d: Mapping[Hashable, Any]) -> None:
+        given = d.get(self.spacing_key) if self.spacing_key is not None else None
+        if given is None or img.meta.get("spacing_source") != "default":
+            return
+        source = d.get("spacing_source")
+        if source in (None, "missing"):  # a datalist that writes "missing" writes no spacing either
+            source = "datalist"
+        try:
+            row_mm, col_mm = read_spacing_mm(given)
+        except SpacingError as err:
+            raise SpacingError(
+                f"{img.meta.get('filename_or_obj')}: the item's {self.spacing_key!r}: {err}"
+            ) from None
+        img.meta["pixel_spacing_mm"] = np.array([row_mm, col_mm], dtype=np.float64)
+        img.meta["spacing_source"] = str(source)
+        affine = torch.diag(torch.tensor([row_mm, col_mm, 1.0, 1.0], dtype=torch.float64))
+        img.affine = affine
+        img.meta[MetaKeys.ORIGINAL_AFFINE] = affine.numpy().copy()
