@@ -269,7 +269,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             for ha, hb in zip(hits[a], hits[b], strict=True):
                 only_a, only_b = int((ha & ~hb).sum()), int((hb & ~ha).sum())
                 per_seed.append(
-                    {"only_a": only_a, "only_b": only_b, "mcnemar_p": round(mcnemar_p(only_a, only_b), 6)}
+                    {
+                        "only_a": only_a,
+                        "only_b": only_b,
+                        "mcnemar_p": float(f"{mcnemar_p(only_a, only_b):.3g}"),
+                    }
                 )
             oa, ob = sum(p["only_a"] for p in per_seed), sum(p["only_b"] for p in per_seed)
             paired[label] = {
@@ -278,7 +282,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 "per_seed": per_seed,
                 "pooled_only_a": oa,
                 "pooled_only_b": ob,
-                "pooled_mcnemar_p": round(mcnemar_p(oa, ob), 6),
+                "pooled_mcnemar_p": float(f"{mcnemar_p(oa, ob):.3g}"),
                 "mean_difference": round(rows[a]["mean"] - rows[b]["mean"], 4),
                 "difference_ci95": _bootstrap_difference(
                     hits[a], hits[b], image_of_lesion, len(items), args.bootstrap

@@ -242,7 +242,7 @@ def evaluate_split(args: argparse.Namespace, name: str, items: list[dict]) -> di
             "only_model": only_a,
             "only_baseline": only_b,
             "both": int((a & b).sum()),
-            "mcnemar_p": round(mcnemar_p(only_a, only_b), 6),
+            "mcnemar_p": float(f"{mcnemar_p(only_a, only_b):.3g}"),
             "difference_sensitivity@0.3": _paired_difference(
                 own_preds["model"], own_preds["baseline"], items, args.paired_bootstrap
             ),

@@ -142,7 +142,7 @@ def _paired(
         "b": b,
         "only_a": only_a,
         "only_b": only_b,
-        "mcnemar_p": round(mcnemar_p(only_a, only_b), 6),
+        "mcnemar_p": float(f"{mcnemar_p(only_a, only_b):.3g}"),  # significant digits: p can be 1e-11
         "difference": round(float(hits[a].mean() - hits[b].mean()), 4),
         "difference_ci95": _bootstrap_difference([hits[a]], [hits[b]], image_of_lesion, n_images, n_boot),
     }

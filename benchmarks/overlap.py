@@ -102,7 +102,7 @@ def main() -> None:
             "lesions_hit_at_0.3_fpi": int(hits[overlap].sum()),
             "only_this_overlap_hits": only_here,
             "only_default_hits": only_default,
-            "mcnemar_p_vs_default": round(mcnemar_p(only_here, only_default), 4),
+            "mcnemar_p_vs_default": float(f"{mcnemar_p(only_here, only_default):.3g}"),
             "froc": {
                 "sensitivity_at_fpi": {str(k): v for k, v in results[overlap].sensitivity_at_fpi.items()},
                 "cpm": results[overlap].cpm,
