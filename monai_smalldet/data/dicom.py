@@ -157,6 +157,8 @@ class MammogramMeta:
         source_format: ``"dicom"``, ``"png"``, ``"tiff"`` or ``"nifti"``.
         view_source: where ``view`` came from: ``"ViewPosition"``, ``"ViewCodeSequence"``,
             ``"SeriesDescription"``, ``"ProtocolName"`` or ``"file name"`` (``None``: unknown).
+        laterality_source: where ``laterality`` came from: ``"ImageLaterality"`` or
+            ``"Laterality"`` (``None``: unknown).
 
     Example:
         >>> meta = MammogramMeta(path="a.png", rows=4, columns=3, pixel_spacing_mm=(0.07, 0.07),
@@ -184,6 +186,7 @@ class MammogramMeta:
     patient_id: str | None = None
     source_format: str = "dicom"
     view_source: str | None = None
+    laterality_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-serialisable dict (tuples become lists).
@@ -361,6 +364,15 @@ def _view(ds: Any, path: str) -> tuple[str | None, str | None]:
     return (position or None), ("ViewPosition" if position else None)
 
 
+def _laterality(ds: Any) -> tuple[str | None, str | None]:
+    """The laterality (upper case) and the attribute it came from: ImageLaterality, else Laterality."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = _str_or_none(ds.get(keyword))
+        if value:
+            return value.upper(), keyword
+    return None, None
+
+
 def _str_or_none(value: Any) -> str | None:
     if value is None:
         return None
@@ -534,7 +546,7 @@ def _dicom_meta(
     spacing, source = header_spacing(ds)
     if spacing is None:
         spacing, source = (default_spacing_mm, default_spacing_mm), "default"
-    laterality = _str_or_none(ds.get("ImageLaterality")) or _str_or_none(ds.get("Laterality"))
+    laterality, laterality_source = _laterality(ds)
     view, view_source = _view(ds, path)
     return MammogramMeta(
         path=path,
@@ -542,7 +554,8 @@ def _dicom_meta(
         columns=layout.columns,
         pixel_spacing_mm=spacing,
         spacing_source=source,
-        laterality=laterality.upper() if laterality else None,
+        laterality=laterality,
+        laterality_source=laterality_source,
         view=view,
         view_source=view_source,
         photometric=layout.photometric,

@@ -40,6 +40,7 @@ from .pyramid import (
 )
 from .sampling import RandLesionTileSamplerd, enlarge_small_boxes
 from .tiling import RandTileSamplerd, SystematicTile, SystematicTiled, Tile, TileGrid, clip_boxes_to_tile
+from .view import Orientation, estimate_view, parse_view, resolve_orientation
 
 __all__ = [
     "BOX_ORDER",
@@ -56,6 +57,7 @@ __all__ = [
     "LoadMammogramd",
     "NormalizeLaterality",
     "NormalizeLateralityd",
+    "Orientation",
     "Preprocessing",
     "PreprocessingSteps",
     "RandLesionTileSamplerd",
@@ -73,12 +75,15 @@ __all__ = [
     "clip_boxes_to_tile",
     "enlarge_small_boxes",
     "estimate_laterality",
+    "estimate_view",
     "from_spatial_order",
     "map_boxes",
     "read_spacing_mm",
+    "resolve_orientation",
     "original_boxes_to_frame",
     "otsu_threshold",
     "parse_laterality",
+    "parse_view",
     "pyramid_key",
     "tile_boxes_to_original",
     "to_spatial_order",
