@@ -246,19 +246,24 @@ def detect_files(
 def _payload(
     detector: Any, path: Path, meta: Any, found: Any, model: dict[str, Any], point: dict[str, Any]
 ) -> dict[str, Any]:
-    """One image's JSON result; each finding marked ``reported`` at ``point``'s threshold."""
+    """One image's JSON result; each finding marked ``reported`` at ``point``'s threshold.
+
+    ``laterality``, ``view``, their ``*_source`` and ``header_checks`` are the detector's
+    (:meth:`~monai_smalldet.inference.MultiScaleOutput.to_dict`): the header's values, else the
+    pixels' (source ``"pixels"``), with any header value the pixels contradict reported.
+    """
     threshold = point["score_threshold"]
+    found_dict = found.to_dict()
     payload = {
         "image": str(path.resolve()),
-        "laterality": meta.get("laterality"),
-        "view": meta.get("view"),
-        "view_source": meta.get("view_source"),
+        **{k: found_dict.pop(k, None) for k in ("laterality", "laterality_source", "view", "view_source")},
+        "header_checks": found_dict.pop("header_checks", {}),
         "model": model,
         "mode": detector.mode,
         "fusion": detector.fusion_name,
         "fusion_kwargs": detector.fusion_kwargs,
         "operating_point": point,
-        **found.to_dict(),
+        **found_dict,
     }
     if payload.get("spacing_source") == "meta":  # the attribute: ImagerPixelSpacing, PixelSpacing
         payload["spacing_source"] = str(meta.get("spacing_source") or "meta")

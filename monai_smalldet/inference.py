@@ -19,6 +19,7 @@ Boxes are ``(x1, y1, x2, y2)`` pixels of the image as given (before any flip or 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -37,8 +38,11 @@ from .transforms.crop import CropBreast
 from .transforms.frames import FrameRecord, map_boxes, tile_boxes_to_original
 from .transforms.preprocessing import Preprocessing
 from .transforms.tiling import SystematicTile
+from .transforms.view import Orientation, resolve_orientation
 
 __all__ = ["MODES", "MultiScaleDetector", "MultiScaleOutput", "cut_by_tile_border"]
+
+log = logging.getLogger("monai_smalldet")
 
 MODES = ("tiled", "whole")
 _STRIDE = 32  # the network's largest stride: whole-image inputs are padded to a multiple of it
@@ -121,6 +125,8 @@ class MultiScaleOutput:
         timings_s: wall-clock seconds per stage (``preprocess``, ``network``, ``postprocess``).
         crop_box_px: ``(x1, y1, x2, y2)`` of the input the detector kept (the breast crop), in
             input pixels (the whole image when the detector does not crop).
+        orientation: the laterality and view the detector used, their sources and the header
+            checks (:class:`~monai_smalldet.transforms.Orientation`).
     """
 
     fused: Detections
@@ -133,10 +139,16 @@ class MultiScaleOutput:
     air_tiles_skipped: list[int] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     crop_box_px: tuple[float, float, float, float] | None = None
+    orientation: Orientation | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary; boxes also in mm when the spacing is known; ``crop`` says what the
-        breast crop kept (``box_px``) and which fraction of the image that is."""
+        breast crop kept (``box_px``) and which fraction of the image that is. With an
+        :attr:`orientation`: ``laterality``, ``laterality_source``, ``view``, ``view_source``,
+        ``orientation_from_pixels`` (the pixel estimates) and ``header_checks`` (a header value
+        the pixels contradict, e.g. ``{"laterality": {"header": "L", "header_source":
+        "ImageLaterality", "pixels": "R"}}``; ``{}`` when none does), as
+        :class:`~monai_smalldet.transforms.Orientation` defines them."""
         h, w = self.image_size_hw
         crop = None
         if self.crop_box_px is not None:
@@ -145,7 +157,12 @@ class MultiScaleOutput:
                 "box_px": [x1, y1, x2, y2],
                 "fraction_kept": round((x2 - x1) * (y2 - y1) / max(1, h * w), 4),
             }
-        out = {
+        out: dict[str, Any] = {}
+        if self.orientation is not None:
+            found = self.orientation.to_dict()
+            found["orientation_from_pixels"] = found.pop("pixels")
+            out.update(found)
+        out |= {
             "crop": crop,
             "image_size_hw": list(self.image_size_hw),
             "pixel_spacing_mm": list(self.pixel_spacing_mm) if self.pixel_spacing_mm else None,
@@ -477,15 +494,23 @@ class MultiScaleDetector:
         image: Any,
         *,
         laterality: str | None = None,
+        view: str | None = None,
         pixel_spacing_mm: float | Sequence[float] | None = None,
         assume_spacing_mm: float | Sequence[float] | None = None,
+        image_meta: Mapping[str, Any] | None = None,
     ) -> MultiScaleOutput:
         """Detect on one image: a (H, W)/(1, H, W) array or tensor, or a MetaTensor from
-        :class:`~monai_smalldet.transforms.LoadMammogram` (laterality and spacing from its meta).
+        :class:`~monai_smalldet.transforms.LoadMammogram` (laterality, view and spacing from its
+        meta). ``image_meta`` is the reader's metadata of a plain array
+        (:meth:`MammogramMeta.to_dict() <monai_smalldet.data.dicom.MammogramMeta.to_dict>`),
+        used like a MetaTensor's meta (and over it).
 
-        The spacing is ``pixel_spacing_mm``, else the image's ``meta["pixel_spacing_mm"]``, else
+        The spacing is ``pixel_spacing_mm``, else the metadata's ``pixel_spacing_mm``, else
         (missing or invalid there) ``assume_spacing_mm``; the output says which
-        (``spacing_source``).
+        (``spacing_source``). The laterality and view are the arguments, else the metadata's,
+        else estimated from the pixels; a pixel estimate that contradicts them is reported in
+        the output (``header_checks``) and logged as a warning naming the file, never used in
+        their place (:func:`~monai_smalldet.transforms.resolve_orientation`).
 
         Raises:
             SpacingError: a detector that resamples got an image of unknown spacing and no
@@ -493,10 +518,11 @@ class MultiScaleDetector:
         """
         t0 = time.perf_counter()
         img, meta = self._as_image(image)
+        meta.update(image_meta or {})
         height, width = img.shape[1:]
         spacing, spacing_source = self._spacing(meta, pixel_spacing_mm, assume_spacing_mm, tuple(img.shape))
-        side = laterality if laterality is not None else meta.get("laterality")
-        work, frame = self._preprocess(img, side, spacing)
+        orientation = self._orientation(img, meta, laterality, view)
+        work, frame = self._preprocess(img, orientation.laterality, spacing)
         levels = self.pyramid(work, frame=frame)
         inputs, skipped = self._network_inputs(work, frame, levels)
         t1 = time.perf_counter()
@@ -516,7 +542,24 @@ class MultiScaleDetector:
             air_tiles_skipped=skipped,
             timings_s={"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0},
             crop_box_px=self._kept_box(work, frame),
+            orientation=orientation,
         )
+
+    @staticmethod
+    def _orientation(img: np.ndarray, meta: Mapping[str, Any], laterality: Any, view: Any) -> Orientation:
+        """The laterality and view of ``img``: the arguments (source ``"argument"``), else the
+        metadata's, else the pixels'; disagreements logged as a warning that names the file."""
+        found = resolve_orientation(
+            img,
+            laterality if laterality is not None else meta.get("laterality"),
+            view if view is not None else meta.get("view"),
+            laterality_source="argument" if laterality is not None else meta.get("laterality_source"),
+            view_source="argument" if view is not None else meta.get("view_source"),
+        )
+        if found.header_checks:
+            name = meta.get("filename_or_obj") or meta.get("path") or f"image of shape {tuple(img.shape)}"
+            log.warning("%s: %s; the header's values are kept", name, found.describe_checks())
+        return found
 
     @staticmethod
     def _kept_box(work: Any, frame: FrameRecord) -> tuple[float, float, float, float]:
@@ -538,7 +581,6 @@ class MultiScaleDetector:
         frame = FrameRecord.identity(*img.shape[1:])
         work: Any = img
         if self.laterality is not None:
-            side = side if isinstance(side, str) and side.upper() in ("L", "R") else None
             work, _, frame = self.laterality(work, frame=frame, laterality=side)
         if self.resample is not None and spacing is not None:
             work, _, frame = self.resample(work, frame=frame, pixel_spacing_mm=spacing)

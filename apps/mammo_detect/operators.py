@@ -422,7 +422,7 @@ class MammoDetectionOperator(Operator):
             )
             out = self.detector.predict(
                 image,
-                laterality=meta.laterality,
+                image_meta=meta.to_dict(),  # laterality, view and their sources, checked against the pixels
                 pixel_spacing_mm=meta.pixel_spacing_mm if recorded else None,
                 assume_spacing_mm=self.assume_spacing_mm,
             )

@@ -223,8 +223,13 @@ def study_summary(
                 "sop_instance_uid": image.sop_instance_uid,
                 "series_instance_uid": image.series_instance_uid,
                 "file": image.file,
-                "laterality": image.laterality,
-                "view": image.view,
+                # the detector's: the header's values, else the pixels' (source "pixels"); a
+                # header value the pixels contradict is kept and reported in header_checks
+                "laterality": det.get("laterality", image.laterality),
+                "laterality_source": det.get("laterality_source"),
+                "view": det.get("view", image.view),
+                "view_source": det.get("view_source"),
+                "header_checks": det.get("header_checks", {}),
                 "image_size_hw": det.get("image_size_hw"),
                 "pixel_spacing_mm": det.get("pixel_spacing_mm"),
                 "spacing_source": det.get("spacing_source"),
