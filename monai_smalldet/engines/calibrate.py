@@ -38,13 +38,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: (name, kwargs) of the fusions compared; the first is the paper's WBF (iou 0.55, avg).
+#: (name, kwargs) of the fusions compared; the first is the paper's WBF (iou 0.55, avg). Candidates
+#: with ``weights`` of another length than the outputs' pyramid levels are skipped.
 FUSION_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("wbf", {}),
     ("wbf", {"conf_type": "max"}),
     ("wbf", {"conf_type": "max", "iou_thr": 0.3}),
     ("wbf", {"conf_type": "box_and_model_avg", "iou_thr": 0.3}),
     ("wbf", {"weights": [1.0, 0.0, 0.0]}),  # the 1X level alone
+    # coarse levels down-weighted: a lesion only a coarse level sees keeps half (or a quarter) of
+    # its score, so the coarse levels' false positives rank below the 1X level's findings
+    ("wbf", {"conf_type": "max", "iou_thr": 0.3, "weights": [1.0, 0.5, 0.25]}),
+    ("wbf", {"conf_type": "max", "iou_thr": 0.3, "weights": [1.0, 0.5, 0.0]}),
     ("nms", {"iou_thr": 0.3}),
     ("nms", {"iou_thr": 0.5}),
 )
