@@ -18,12 +18,12 @@ CC among the images whose corner triangle is mostly breast, where the contrast d
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.detection import _wilson
 from benchmarks.machine import describe_machine
 from monai_smalldet.files import atomic_write, write_json_atomic
 
@@ -32,18 +32,8 @@ SPLIT = "validation"
 SCALE = 0.25
 
 
-def wilson(k: int, n: int) -> list[float] | None:
-    """Wilson score 95% interval of ``k`` successes in ``n`` trials (``None`` for ``n == 0``)."""
-    if n == 0:
-        return None
-    p, z = k / n, 1.959964
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(centre - half, 4), round(centre + half, 4)]
-
-
 def _rate(k: int, n: int) -> dict[str, Any]:
-    return {"correct": k, "n": n, "accuracy": round(k / n, 4) if n else None, "ci95": wilson(k, n)}
+    return {"correct": k, "n": n, "accuracy": round(k / n, 4) if n else None, "ci95": _wilson(k, n)}
 
 
 def _domains() -> dict[str, Any]:

@@ -43,6 +43,18 @@ _LEFT = {"L", "LEFT"}
 _RIGHT = {"R", "RIGHT"}
 
 
+def header_text(value: Any) -> str | None:
+    """A header-like value as stripped upper-case text, or ``None``: accepts strings, bytes and
+    1-element lists (as a ``DataLoader`` collates strings); ``None`` gives ``None``."""
+    if isinstance(value, list | tuple) and len(value) == 1:
+        value = value[0]
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode(errors="ignore")
+    return str(value).strip().upper()
+
+
 def parse_laterality(value: Any) -> str | None:
     """``"L"``, ``"R"`` or ``None`` (unknown) from a DICOM ImageLaterality-like value.
 
@@ -50,13 +62,7 @@ def parse_laterality(value: Any) -> str | None:
     ``DataLoader`` collates strings); ``None``, ``""``, ``"U"`` (unknown) and ``"B"`` (both)
     give ``None``.
     """
-    if isinstance(value, list | tuple) and len(value) == 1:
-        value = value[0]
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode(errors="ignore")
-    text = str(value).strip().upper()
+    text = header_text(value)
     if text in _LEFT:
         return "L"
     if text in _RIGHT:

@@ -24,7 +24,7 @@ import numpy as np
 from monai.config.type_definitions import NdarrayOrTensor
 
 from .geometry import check_image, to_numpy_view, to_torch
-from .laterality import estimate_laterality, parse_laterality
+from .laterality import estimate_laterality, header_text, parse_laterality
 
 __all__ = [
     "CHECKED_VIEWS",
@@ -172,14 +172,8 @@ def parse_view(value: Any) -> str | None:
     Accepts strings in any case, bytes and 1-element lists (as a ``DataLoader`` collates
     strings); ``None``, ``""`` and MONAI's ``"none"`` marker give ``None``.
     """
-    if isinstance(value, list | tuple) and len(value) == 1:
-        value = value[0]
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode(errors="ignore")
-    text = str(value).strip().upper()
-    return None if text in ("", "NONE") else text
+    text = header_text(value)
+    return None if text in (None, "", "NONE") else text
 
 
 def _source(value: Any) -> str:
